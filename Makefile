@@ -1,0 +1,56 @@
+# Developer entry points. `make serve` and `make test` each set up what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+CONSTRAINTS := constraints.txt
+
+.PHONY: serve test lint typecheck unit placeholder lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed-serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install -c $(CONSTRAINTS) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
+	touch $@ $(VENV)/.installed-serve
+
+## serve: set up and run the service on the committed model (http://$(HOST):$(PORT))
+serve: $(VENV)/.installed-serve
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+## test: set up, then lint, type-check and run the test suite
+test: lint typecheck unit
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest
+
+## placeholder: re-export the untrained placeholder model into artifacts/model
+placeholder: $(VENV)/.installed-serve
+	$(BIN)/python -m model_training placeholder
+
+## lock: re-resolve the newest allowed versions and record them in constraints.txt
+lock:
+	rm -rf $(VENV)-lock
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-lock/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Versions CI and the Docker image install; regenerate with 'make lock'."; \
+	  $(VENV)-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS)
+	rm -rf $(VENV)-lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

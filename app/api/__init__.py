@@ -1,0 +1,1 @@
+"""The HTTP edge of magorder: schemas, dependencies, routes and error responses."""

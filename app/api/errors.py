@@ -1,0 +1,115 @@
+"""Turning domain and validation errors into uniform JSON error responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.schemas import ErrorDetail, ErrorResponse
+from app.core.errors import (
+    BatchTooLargeError,
+    InvalidCompoundError,
+    MagorderError,
+    ModelLoadError,
+    ModelNotReadyError,
+)
+
+logger = logging.getLogger(__name__)
+
+_DOMAIN_STATUS: tuple[tuple[type[MagorderError], int], ...] = (
+    (InvalidCompoundError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (BatchTooLargeError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (ModelNotReadyError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (ModelLoadError, status.HTTP_503_SERVICE_UNAVAILABLE),
+)
+
+
+def _describe_location(loc: Sequence[int | str], root: str) -> str:
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    return ".".join(str(part) for part in parts) or root
+
+
+def _describe_problem(error: Mapping[str, Any], root: str) -> str:
+    if error["type"] == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        return f"body is not valid JSON ({reason} at character {error['loc'][-1]})"
+    return f"{_describe_location(error['loc'], root)}: {error['msg']}"
+
+
+def validation_error_detail(
+    errors: Sequence[Mapping[str, Any]], *, root: str = "body"
+) -> ErrorDetail:
+    """Summarise pydantic validation errors as one error detail.
+
+    Args:
+        errors: The ``errors()`` of a pydantic or FastAPI validation error.
+        root: What to call the validated value itself in messages.
+
+    Returns:
+        A detail whose message names every problem and its field.
+    """
+    fields = {_describe_location(e["loc"], root) for e in errors if e["type"] != "json_invalid"}
+    return ErrorDetail(
+        type="request_validation_error",
+        message="; ".join(_describe_problem(e, root) for e in errors),
+        field=fields.pop() if len(fields) == 1 else None,
+        details=[{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors],
+    )
+
+
+def domain_error_detail(exc: MagorderError) -> ErrorDetail:
+    """Describe a domain error for a client."""
+    return ErrorDetail(type=exc.code, message=str(exc), field=getattr(exc, "field", None) or None)
+
+
+def _error_response(
+    status_code: int, detail: ErrorDetail, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=detail).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(status_code=status_code, content=body, headers=headers)
+
+
+async def _handle_domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MagorderError)  # noqa: S101 - registered for this type only
+    code = next(
+        (code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)),
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+    return _error_response(code, domain_error_detail(exc))
+
+
+async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
+    return _error_response(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, validation_error_detail(exc.errors())
+    )
+
+
+async def _handle_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
+    detail = ErrorDetail(type="http_error", message=str(exc.detail))
+    return _error_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    detail = ErrorDetail(type="internal_error", message="internal server error")
+    return _error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, detail)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Make every error the app returns a JSON `ErrorResponse`.
+
+    Args:
+        app: The application to register the handlers on.
+    """
+    app.add_exception_handler(MagorderError, _handle_domain_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_error)
+    app.add_exception_handler(Exception, _handle_unexpected_error)

@@ -1,0 +1,20 @@
+"""Readiness of the service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.dependencies import PredictorDep
+from app.api.schemas import ErrorResponse, HealthOut
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/health",
+    responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
+)
+def health(predictor: PredictorDep) -> HealthOut:
+    """Answer 200 with the model version once a model is loaded, 503 before."""
+    metadata = predictor.metadata
+    return HealthOut(model_version=metadata.model_version, trained=metadata.trained)

@@ -1,0 +1,20 @@
+"""The loaded model's card: its version, training data coverage and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.dependencies import PredictorDep
+from app.api.schemas import ErrorResponse
+from app.core.model_card import ModelMetadata
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/model",
+    responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
+)
+def model_card(predictor: PredictorDep) -> ModelMetadata:
+    """Return the metadata and evaluation metrics of the loaded model."""
+    return predictor.metadata

@@ -1,0 +1,71 @@
+"""Prediction endpoints: one compound, or a batch in one model call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from app.api.dependencies import PredictorDep, SettingsDep
+from app.api.errors import domain_error_detail, validation_error_detail
+from app.api.schemas import (
+    BatchIn,
+    BatchItemError,
+    BatchItemOk,
+    BatchOut,
+    CompoundIn,
+    ErrorResponse,
+    PredictionOut,
+)
+from app.core.errors import BatchTooLargeError, InvalidCompoundError
+from app.core.features import MAX_FORMULA_LENGTH, ParsedCompound, parse_compound
+
+router = APIRouter(tags=["prediction"])
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "The input is invalid; the message says why."},
+    503: {"model": ErrorResponse, "description": "No model is loaded."},
+}
+
+
+@router.post("/predict", responses=_ERROR_RESPONSES)
+def predict(compound: CompoundIn, predictor: PredictorDep) -> PredictionOut:
+    """Predict the magnetic ordering of one compound from its formula and density."""
+    parsed = parse_compound(compound.formula, compound.density)
+    (prediction,) = predictor.predict([parsed])
+    return PredictionOut.from_prediction(prediction, predictor.metadata.model_version)
+
+
+def _formula_of(item: Any) -> str | None:
+    formula = item.get("formula") if isinstance(item, dict) else None
+    if not isinstance(formula, str):
+        return None
+    return formula if len(formula) <= MAX_FORMULA_LENGTH else formula[:MAX_FORMULA_LENGTH] + "…"
+
+
+@router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)
+def predict_batch(batch: BatchIn, predictor: PredictorDep, settings: SettingsDep) -> BatchOut:
+    """Predict many compounds in one model call; a bad item gets its own error, not the batch."""
+    if len(batch.items) > settings.max_batch_size:
+        raise BatchTooLargeError(
+            f"batch has {len(batch.items)} items; at most {settings.max_batch_size} allowed"
+        )
+    results: dict[int, BatchItemOk | BatchItemError] = {}
+    valid: list[tuple[int, ParsedCompound]] = []
+    for index, item in enumerate(batch.items):
+        try:
+            compound = CompoundIn.model_validate(item)
+            valid.append((index, parse_compound(compound.formula, compound.density)))
+        except ValidationError as exc:
+            detail = validation_error_detail(exc.errors(), root="item")
+            results[index] = BatchItemError(index=index, formula=_formula_of(item), error=detail)
+        except InvalidCompoundError as exc:
+            detail = domain_error_detail(exc)
+            results[index] = BatchItemError(index=index, formula=_formula_of(item), error=detail)
+    model_version = predictor.metadata.model_version
+    predictions = predictor.predict([compound for _, compound in valid])
+    for (index, _), prediction in zip(valid, predictions, strict=True):
+        out = PredictionOut.from_prediction(prediction, model_version)
+        results[index] = BatchItemOk(index=index, **out.model_dump())
+    return BatchOut(model_version=model_version, results=[results[i] for i in sorted(results)])

@@ -1,0 +1,52 @@
+"""Domain errors, raised in the core and turned into HTTP responses only at the API edge."""
+
+from __future__ import annotations
+
+
+class MagorderError(Exception):
+    """Base class of every error magorder raises on purpose."""
+
+    code: str = "magorder_error"
+
+
+class InvalidCompoundError(MagorderError, ValueError):
+    """A formula or density a prediction cannot be made for.
+
+    Attributes:
+        field: The input field at fault (``"formula"`` or ``"density"``).
+    """
+
+    code = "invalid_compound"
+    field: str = ""
+
+
+class InvalidFormulaError(InvalidCompoundError):
+    """The formula is empty, unparsable, or names something other than real elements."""
+
+    code = "invalid_formula"
+    field = "formula"
+
+
+class InvalidDensityError(InvalidCompoundError):
+    """The density is not a finite, physically plausible number of g/cm³."""
+
+    code = "invalid_density"
+    field = "density"
+
+
+class BatchTooLargeError(MagorderError):
+    """A batch request holds more items than the service accepts."""
+
+    code = "batch_too_large"
+
+
+class ModelLoadError(MagorderError):
+    """The model directory is missing, corrupt, or does not match this code's feature layout."""
+
+    code = "model_load_failed"
+
+
+class ModelNotReadyError(MagorderError):
+    """A prediction was asked for before a model was loaded."""
+
+    code = "model_not_ready"

@@ -1,0 +1,286 @@
+"""The feature contract shared by training and serving.
+
+A compound is described to the model by a 119-long float32 vector:
+
+* indices 0..117 hold the number of atoms of the element with atomic number Z at index Z-1 in
+  the **reduced** formula, as Materials Project's ``formula_pretty`` writes it (``Fe4O6`` gives
+  Fe 2, O 3);
+* index 118 holds the density in g/cm³.
+
+Formulas are parsed with pymatgen. This module is the only place that builds the vector; the
+trainer and the service both call it, so the two cannot drift apart. ``FEATURE_LAYOUT_VERSION``
+names the layout; it is written into every exported model's metadata and checked at load time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+from pymatgen.core.composition import Composition
+from pymatgen.core.periodic_table import Element
+
+from app.core.errors import InvalidDensityError, InvalidFormulaError
+
+FEATURE_LAYOUT_VERSION = "z-counts-118+density-g/cm3:v1"
+N_ELEMENTS = 118
+N_FEATURES = N_ELEMENTS + 1
+DENSITY_INDEX = N_ELEMENTS
+
+MAX_FORMULA_LENGTH = 100
+"""Longest formula accepted, in characters (the longest Materials Project formula is ~40)."""
+MAX_DISTINCT_ELEMENTS = 12
+"""Most distinct elements in one formula (Materials Project compounds have at most 9)."""
+MAX_ATOMS = 1000.0
+"""Largest total number of atoms in the reduced formula."""
+MIN_AMOUNT = 1e-3
+"""Smallest amount of one element in the reduced formula (fractional formulas included)."""
+MAX_DENSITY = 30.0
+"""Highest density accepted, in g/cm³ (osmium, the densest element, is 22.6)."""
+
+FeatureMatrix = npt.NDArray[np.float32]
+
+# pymatgen warns whenever it orders a formula containing a noble gas; the order is all we use.
+warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
+
+_ISOTOPE_SYMBOLS = {"D": "H", "T": "H"}
+_SYMBOL_TOKEN = re.compile(r"[A-Z][a-z]*")
+
+
+@cache
+def element_symbols() -> tuple[str, ...]:
+    """Return the 118 element symbols in feature order (index Z-1)."""
+    return tuple(Element.from_Z(z).symbol for z in range(1, N_ELEMENTS + 1))
+
+
+@cache
+def _symbol_to_index() -> dict[str, int]:
+    index = {symbol: i for i, symbol in enumerate(element_symbols())}
+    index.update({isotope: index[element] for isotope, element in _ISOTOPE_SYMBOLS.items()})
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCompound:
+    """A validated compound, ready to become a feature vector.
+
+    Attributes:
+        formula: The formula as the user wrote it.
+        reduced_formula: pymatgen's reduced formula, e.g. ``Fe2O3`` for ``Fe4O6``.
+        amounts: Element symbol to number of atoms in the reduced formula.
+        density: Density in g/cm³.
+    """
+
+    formula: str
+    reduced_formula: str
+    amounts: dict[str, float]
+    density: float
+
+    @property
+    def is_fractional(self) -> bool:
+        """Whether any amount in the reduced formula is not a whole number."""
+        return any(not float(amount).is_integer() for amount in self.amounts.values())
+
+
+def _formula_error(formula: str, reason: str) -> InvalidFormulaError:
+    return InvalidFormulaError(f"invalid formula {formula!r}: {reason}")
+
+
+def _check_symbols(formula: str) -> None:
+    if "+" in formula or "-" in formula:
+        raise _formula_error(
+            formula, "charges and oxidation states are not supported; write e.g. 'Fe2O3'"
+        )
+    known = _symbol_to_index()
+    unknown = sorted({t for t in _SYMBOL_TOKEN.findall(formula) if t not in known})
+    if unknown:
+        listed = ", ".join(repr(symbol) for symbol in unknown)
+        raise _formula_error(formula, f"unknown element symbol(s) {listed}")
+    if not _SYMBOL_TOKEN.search(formula):
+        raise _formula_error(
+            formula, "no element symbol found (symbols are case-sensitive: 'Fe', not 'fe')"
+        )
+
+
+def _parse_composition(formula: str) -> Composition:
+    try:
+        # strict=True makes pymatgen refuse dummy species such as 'X'.
+        return Composition(formula, strict=True)
+    except Exception as exc:  # pymatgen raises ValueError, OverflowError, KeyError, ...
+        raise _formula_error(formula, str(exc) or type(exc).__name__) from exc
+
+
+def _check_amounts(formula: str, composition: Composition) -> dict[str, float]:
+    # pymatgen silently drops elements written with amount 0 ('Fe0O3'); refuse them instead.
+    written = {_ISOTOPE_SYMBOLS.get(t, t) for t in _SYMBOL_TOKEN.findall(formula)}
+    parsed = {element.symbol for element in composition.elements}
+    dropped = sorted(written - parsed)
+    if dropped:
+        raise _formula_error(formula, f"element(s) {', '.join(dropped)} have amount 0")
+    if len(parsed) > MAX_DISTINCT_ELEMENTS:
+        raise _formula_error(
+            formula, f"{len(parsed)} distinct elements; at most {MAX_DISTINCT_ELEMENTS} allowed"
+        )
+    for element, amount in composition.items():
+        if not math.isfinite(amount):
+            raise _formula_error(formula, f"amount of {element.symbol} is not a finite number")
+    reduced = composition.reduced_composition
+    amounts = {element.symbol: float(amount) for element, amount in reduced.items()}
+    for symbol, amount in amounts.items():
+        if amount < MIN_AMOUNT:
+            raise _formula_error(
+                formula, f"amount of {symbol} ({amount:g}) is below the minimum {MIN_AMOUNT:g}"
+            )
+    total = sum(amounts.values())
+    if total > MAX_ATOMS:
+        raise _formula_error(
+            formula, f"reduced formula has {total:g} atoms; at most {MAX_ATOMS:g} allowed"
+        )
+    return amounts
+
+
+def parse_formula(formula: str) -> tuple[str, dict[str, float]]:
+    """Validate a chemical formula and reduce it.
+
+    Args:
+        formula: A neutral chemical formula such as ``Fe2O3``, ``Ca(OH)2`` or
+            ``Ba0.5Sr0.5TiO3``; surrounding and inner white space is ignored.
+
+    Returns:
+        The reduced formula and the number of atoms of each element in it.
+
+    Raises:
+        InvalidFormulaError: The formula is empty, too long, unparsable, charged, names an
+            unknown element, or has amounts outside the accepted limits.
+    """
+    if not isinstance(formula, str):
+        raise InvalidFormulaError(f"formula must be a string, got {type(formula).__name__}")
+    stripped = formula.strip()
+    if not stripped:
+        raise InvalidFormulaError("formula must not be empty")
+    if len(stripped) > MAX_FORMULA_LENGTH:
+        raise InvalidFormulaError(
+            f"formula is {len(stripped)} characters long; at most {MAX_FORMULA_LENGTH} allowed"
+        )
+    _check_symbols(stripped)
+    composition = _parse_composition(stripped)
+    amounts = _check_amounts(stripped, composition)
+    return composition.reduced_formula, amounts
+
+
+def validate_density(density: float) -> float:
+    """Check that a density is a plausible value in g/cm³.
+
+    Args:
+        density: The density in g/cm³.
+
+    Returns:
+        The density as a float.
+
+    Raises:
+        InvalidDensityError: The density is not a number, not finite, not positive, or above
+            ``MAX_DENSITY``.
+    """
+    if isinstance(density, bool) or not isinstance(density, int | float):
+        raise InvalidDensityError(f"density must be a number, got {type(density).__name__}")
+    value = float(density)
+    if not math.isfinite(value):
+        raise InvalidDensityError(f"density must be a finite number, got {value}")
+    if value <= 0:
+        raise InvalidDensityError(f"density must be greater than 0 g/cm³, got {value:g}")
+    if value > MAX_DENSITY:
+        raise InvalidDensityError(
+            f"density {value:g} g/cm³ is not physical; at most {MAX_DENSITY:g} g/cm³ allowed"
+        )
+    return value
+
+
+def parse_compound(formula: str, density: float) -> ParsedCompound:
+    """Validate a formula and a density together.
+
+    Args:
+        formula: A neutral chemical formula (see `parse_formula`).
+        density: The density in g/cm³.
+
+    Returns:
+        The validated compound.
+
+    Raises:
+        InvalidFormulaError: See `parse_formula`.
+        InvalidDensityError: See `validate_density`.
+    """
+    reduced_formula, amounts = parse_formula(formula)
+    return ParsedCompound(
+        formula=formula,
+        reduced_formula=reduced_formula,
+        amounts=amounts,
+        density=validate_density(density),
+    )
+
+
+def vectorize(compounds: Iterable[ParsedCompound]) -> FeatureMatrix:
+    """Build the feature matrix of already validated compounds.
+
+    Args:
+        compounds: Compounds from `parse_compound`.
+
+    Returns:
+        A float32 array of shape ``(n, N_FEATURES)``.
+    """
+    rows = list(compounds)
+    matrix = np.zeros((len(rows), N_FEATURES), dtype=np.float32)
+    index = _symbol_to_index()
+    for row, compound in enumerate(rows):
+        for symbol, amount in compound.amounts.items():
+            matrix[row, index[symbol]] += amount
+        matrix[row, DENSITY_INDEX] = compound.density
+    return matrix
+
+
+def featurize(formula: str, density: float) -> FeatureMatrix:
+    """Build the 119-long feature vector of one compound.
+
+    Args:
+        formula: A neutral chemical formula, e.g. ``Fe2O3``.
+        density: The density in g/cm³.
+
+    Returns:
+        A float32 array of shape ``(N_FEATURES,)``.
+
+    Raises:
+        InvalidCompoundError: The formula or the density is invalid.
+
+    Example:
+        >>> v = featurize("Fe4O6", 5.24)
+        >>> v[25], v[7]  # Fe (Z=26) and O (Z=8) of the reduced formula Fe2O3
+        (np.float32(2.0), np.float32(3.0))
+    """
+    vector: FeatureMatrix = vectorize([parse_compound(formula, density)])[0]
+    return vector
+
+
+def featurize_many(rows: Iterable[tuple[str, float]]) -> FeatureMatrix:
+    """Build the feature matrix of many ``(formula, density)`` rows.
+
+    Args:
+        rows: Pairs of formula and density in g/cm³.
+
+    Returns:
+        A float32 array of shape ``(n, N_FEATURES)``, one row per input row.
+
+    Raises:
+        InvalidCompoundError: A row is invalid; the message names its position.
+    """
+    compounds = []
+    for position, (formula, density) in enumerate(rows):
+        try:
+            compounds.append(parse_compound(formula, density))
+        except (InvalidFormulaError, InvalidDensityError) as exc:
+            raise type(exc)(f"row {position}: {exc}") from exc
+    return vectorize(compounds)

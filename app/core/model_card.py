@@ -1,0 +1,89 @@
+"""The model card: the metadata exported beside every SavedModel and checked when it is loaded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METADATA_FILENAME = "metadata.json"
+SAVED_MODEL_DIRNAME = "saved_model"
+
+
+class MagneticOrdering(StrEnum):
+    """The four magnetic orderings Materials Project assigns."""
+
+    FM = "FM"
+    NM = "NM"
+    FiM = "FiM"
+    AFM = "AFM"
+
+
+class ModelMetadata(BaseModel):
+    """What the service needs to know about an exported model, and what users see at /model.
+
+    Attributes:
+        model_version: Version of this trained model (not of the code).
+        trained: False for a placeholder model whose probabilities mean nothing.
+        description: One paragraph saying what the model is and how it was made.
+        created_at: When the model was exported.
+        feature_layout_version: The `app.core.features.FEATURE_LAYOUT_VERSION` it was trained on.
+        n_features: Length of the input vector.
+        classes: Class of each output column, in order.
+        elements_seen: Symbols of the elements present in the training data.
+        density_range: Smallest and largest density in the training data, g/cm³.
+        metrics: Evaluation figures (macro-F1, per-class scores, confusion matrix, baselines).
+        training_config: The configuration the model was trained with.
+        tensorflow_version: TensorFlow version that exported the model.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metadata_version: Literal[1] = 1
+    model_version: str = Field(min_length=1)
+    trained: bool
+    description: str
+    created_at: datetime
+    feature_layout_version: str
+    n_features: int = Field(gt=0)
+    classes: tuple[MagneticOrdering, ...]
+    elements_seen: tuple[str, ...] = ()
+    density_range: tuple[float, float] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    tensorflow_version: str
+
+
+def write_metadata(metadata: ModelMetadata, model_dir: Path) -> Path:
+    """Write the model card as ``metadata.json`` into a model directory.
+
+    Args:
+        metadata: The model card.
+        model_dir: The model directory (it must exist).
+
+    Returns:
+        The path of the written file.
+    """
+    path = model_dir / METADATA_FILENAME
+    path.write_text(metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_metadata(model_dir: Path) -> ModelMetadata:
+    """Read and validate the model card of a model directory.
+
+    Args:
+        model_dir: The model directory.
+
+    Returns:
+        The model card.
+
+    Raises:
+        OSError: The file cannot be read.
+        pydantic.ValidationError: The file is not a valid model card.
+    """
+    text = (model_dir / METADATA_FILENAME).read_text(encoding="utf-8")
+    return ModelMetadata.model_validate_json(text)

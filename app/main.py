@@ -1,0 +1,87 @@
+"""The FastAPI application: ``uvicorn app.main:app`` serves it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from app import __version__
+from app.api.errors import register_error_handlers
+from app.api.routes import health, model_card, predict
+from app.config import Settings, get_settings
+from app.core.errors import ModelLoadError
+from app.core.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTION = """
+Predicts the **magnetic ordering** of an inorganic compound (ferromagnetic `FM`, non-magnetic
+`NM`, ferrimagnetic `FiM` or antiferromagnetic `AFM`) from its chemical formula and density,
+with a model trained on Materials Project data. See `GET /model` for what the loaded model
+is and how well it did on held-out compositions.
+"""
+
+
+def _configure_logging(level: str) -> None:
+    app_logger = logging.getLogger("app")
+    app_logger.setLevel(level)
+    if not logging.getLogger().handlers and not app_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        app_logger.addHandler(handler)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application.
+
+    Args:
+        settings: Settings to use; read from the environment when omitted.
+
+    Returns:
+        The application. Its model is loaded when its lifespan starts.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _configure_logging(settings.log_level)
+        started = time.perf_counter()
+        try:
+            predictor = Predictor.load(settings.model_dir)
+        except ModelLoadError as exc:
+            logger.error("refusing to start: %s", exc)
+            raise
+        metadata = predictor.metadata
+        logger.info(
+            "loaded model %s (%s) from %s in %.1f s",
+            metadata.model_version,
+            "trained" if metadata.trained else "UNTRAINED placeholder",
+            settings.model_dir,
+            time.perf_counter() - started,
+        )
+        app.state.predictor = predictor
+        yield
+        app.state.predictor = None
+
+    app = FastAPIOffline(
+        title="magorder",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.predictor = None
+    register_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(health.router)
+    app.include_router(model_card.router)
+    return app
+
+
+app = create_app()

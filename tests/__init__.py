@@ -1,0 +1,1 @@
+"""magorder's test suite."""

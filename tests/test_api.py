@@ -1,0 +1,230 @@
+"""The real app through TestClient, serving a real exported SavedModel."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.features import MAX_FORMULA_LENGTH
+from app.main import create_app
+from tests.conftest import FIXTURE_MODEL_VERSION, make_settings
+
+CLASSES = {"FM", "NM", "FiM", "AFM"}
+
+
+def _error(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"type", "message"} <= set(body["error"]), body
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def test_health_reports_the_loaded_model(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "model_version": FIXTURE_MODEL_VERSION,
+        "trained": True,
+    }
+
+
+def test_health_and_predict_are_503_before_the_model_is_loaded(model_dir: Path) -> None:
+    not_started = TestClient(create_app(make_settings(model_dir)))  # no `with`: no lifespan
+    for response in (
+        not_started.get("/health"),
+        not_started.post("/predict", json={"formula": "Fe2O3", "density": 5.24}),
+    ):
+        assert response.status_code == 503
+        assert _error(response) == {"type": "model_not_ready", "message": "no model is loaded yet"}
+
+
+def test_predict_returns_the_four_probabilities(client: TestClient) -> None:
+    response = client.post("/predict", json={"formula": "Fe4O6", "density": 5.24})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["formula"] == "Fe4O6"
+    assert body["reduced_formula"] == "Fe2O3"
+    assert body["model_version"] == FIXTURE_MODEL_VERSION
+    assert set(body["probabilities"]) == CLASSES
+    assert math.isclose(sum(body["probabilities"].values()), 1.0, abs_tol=1e-5)
+    assert body["prediction"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert body["warnings"] == []
+
+
+@pytest.mark.parametrize("spelling", ["Fe2O3", "O3Fe2", "Fe4O6", "Fe2 O3"])
+def test_equivalent_spellings_get_the_same_answer(client: TestClient, spelling: str) -> None:
+    reference = client.post("/predict", json={"formula": "Fe2O3", "density": 5.24}).json()
+    body = client.post("/predict", json={"formula": spelling, "density": 5.24}).json()
+    assert body["probabilities"] == reference["probabilities"]
+
+
+def test_predict_warns_about_elements_missing_from_training(client: TestClient) -> None:
+    body = client.post("/predict", json={"formula": "Gd2O3", "density": 7.4}).json()
+    assert body["warnings"] == [
+        "element(s) Gd do not occur in the training data; the prediction is an extrapolation"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type", "field", "message"),
+    [
+        ({"formula": "", "density": 5.0}, "invalid_formula", "formula", "must not be empty"),
+        ({"formula": "Fe2O3!", "density": 5.0}, "invalid_formula", "formula", "'Fe2O3!'"),
+        ({"formula": "Xx2O", "density": 5.0}, "invalid_formula", "formula", "'Xx'"),
+        ({"formula": "X2O", "density": 5.0}, "invalid_formula", "formula", "'X'"),
+        ({"formula": "Fe3+", "density": 5.0}, "invalid_formula", "formula", "oxidation states"),
+        (
+            {"formula": "Fe" * 60, "density": 5.0},
+            "invalid_formula",
+            "formula",
+            f"at most {MAX_FORMULA_LENGTH} allowed",
+        ),
+        (
+            {"formula": "HHeLiBeBCNOFNeNaMgAl", "density": 5.0},
+            "invalid_formula",
+            "formula",
+            "13 distinct elements",
+        ),
+        ({"formula": "Fe2O3", "density": 0}, "invalid_density", "density", "greater than 0"),
+        ({"formula": "Fe2O3", "density": -2.5}, "invalid_density", "density", "greater than 0"),
+        ({"formula": "Fe2O3", "density": 1e6}, "invalid_density", "density", "at most 30"),
+        ({"formula": "Fe2O3"}, "request_validation_error", "density", "density: Field required"),
+        ({"density": 5.0}, "request_validation_error", "formula", "formula: Field required"),
+        (
+            {"formula": "Fe2O3", "density": "5.2"},
+            "request_validation_error",
+            "density",
+            "density: Input should be a valid number",
+        ),
+        (
+            {"formula": "Fe2O3", "density": True},
+            "request_validation_error",
+            "density",
+            "density: Input should be a valid number",
+        ),
+        (
+            {"formula": 12, "density": 5.0},
+            "request_validation_error",
+            "formula",
+            "formula: Input should be a valid string",
+        ),
+        (
+            {"formula": "Fe2O3", "density": 5.0, "temperature": 300},
+            "request_validation_error",
+            "temperature",
+            "temperature: Extra inputs are not permitted",
+        ),
+        ([1, 2], "request_validation_error", "body", "body: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_problem(
+    client: TestClient, payload: Any, error_type: str, field: str, message: str
+) -> None:
+    response = client.post("/predict", json=payload)
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["type"] == error_type
+    assert error["field"] == field
+    assert message in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"formula": "Fe2O3", "density": NaN}', "density must be a finite number"),
+        ('{"formula": "Fe2O3", "density": Infinity}', "density must be a finite number"),
+        ('{"formula": "Fe2O3", "density": 1e999}', "density must be a finite number"),
+        ('{"formula": "Fe2O3", "density": ', "body is not valid JSON"),
+        ("", "body: Field required"),
+    ],
+)
+def test_non_finite_numbers_and_broken_json_are_422(
+    client: TestClient, raw: str, message: str
+) -> None:
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert message in _error(response)["message"]
+
+
+def test_batch_predicts_good_items_and_reports_bad_ones_in_place(client: TestClient) -> None:
+    items: list[Any] = [
+        {"formula": "NaCl", "density": 2.17},
+        {"formula": "Qq", "density": 2.0},
+        {"formula": "Fe2O3", "density": -1},
+        {"density": "heavy"},
+        "not an object",
+        {"formula": "Fe2O3", "density": 5.24},
+    ]
+    response = client.post("/predict/batch", json={"items": items})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == FIXTURE_MODEL_VERSION
+    results = body["results"]
+    assert [r["index"] for r in results] == list(range(len(items)))
+    assert [r["status"] for r in results] == ["ok", "error", "error", "error", "error", "ok"]
+    assert results[1]["formula"] == "Qq"
+    assert results[1]["error"]["type"] == "invalid_formula"
+    assert "'Qq'" in results[1]["error"]["message"]
+    assert results[2]["error"]["type"] == "invalid_density"
+    assert results[3]["error"]["message"] == (
+        "formula: Field required; density: Input should be a valid number"
+    )
+    assert results[4]["error"]["message"].startswith("item: Input should be a valid dictionary")
+    single = client.post("/predict", json=items[5]).json()
+    assert results[5]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
+
+
+def test_batch_size_is_capped_by_configuration(model_dir: Path) -> None:
+    with TestClient(create_app(make_settings(model_dir, max_batch_size=2))) as small:
+        items = [{"formula": "NaCl", "density": 2.17}] * 3
+        response = small.post("/predict/batch", json={"items": items})
+        assert response.status_code == 422
+        assert _error(response) == {
+            "type": "batch_too_large",
+            "message": "batch has 3 items; at most 2 allowed",
+        }
+        assert small.post("/predict/batch", json={"items": items[:2]}).status_code == 200
+
+
+def test_empty_batch_is_422(client: TestClient) -> None:
+    response = client.post("/predict/batch", json={"items": []})
+    assert response.status_code == 422
+    assert "items: List should have at least 1 item" in _error(response)["message"]
+
+
+def test_model_card_is_served(client: TestClient) -> None:
+    card = client.get("/model").json()
+    assert card["model_version"] == FIXTURE_MODEL_VERSION
+    assert card["trained"] is True
+    assert card["classes"] == ["FM", "NM", "FiM", "AFM"]
+    assert card["metrics"] == {"macro_f1": 0.5}
+
+
+def test_unknown_routes_and_methods_get_json_errors(client: TestClient) -> None:
+    assert _error(client.get("/nowhere")) == {"type": "http_error", "message": "Not Found"}
+    response = client.get("/predict")
+    assert response.status_code == 405
+    assert _error(response)["message"] == "Method Not Allowed"
+
+
+def test_docs_are_served_without_internet(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static-offline-docs/{asset}" in page.text
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
+
+
+def test_openapi_documents_examples_and_error_bodies(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    predict = schema["paths"]["/predict"]["post"]
+    assert set(predict["responses"]) >= {"200", "422", "503"}
+    compound = schema["components"]["schemas"]["CompoundIn"]
+    assert compound["examples"] == [{"formula": "Fe2O3", "density": 5.24}]

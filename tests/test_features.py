@@ -1,0 +1,131 @@
+"""The feature contract: layout, invariances and refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from app.core.errors import InvalidDensityError, InvalidFormulaError
+from app.core.features import (
+    DENSITY_INDEX,
+    MAX_FORMULA_LENGTH,
+    N_FEATURES,
+    element_symbols,
+    featurize,
+    featurize_many,
+    parse_compound,
+    parse_formula,
+)
+
+IRON, OXYGEN, HYDROGEN, CALCIUM = 25, 7, 0, 19  # index Z-1
+
+
+def test_layout_is_118_elements_by_atomic_number_then_density() -> None:
+    symbols = element_symbols()
+    assert len(symbols) == 118
+    assert (symbols[0], symbols[IRON], symbols[OXYGEN], symbols[-1]) == ("H", "Fe", "O", "Og")
+    vector = featurize("Fe2O3", 5.24)
+    assert vector.shape == (N_FEATURES,) == (119,)
+    assert vector.dtype == np.float32
+    assert vector[IRON] == 2
+    assert vector[OXYGEN] == 3
+    assert vector[DENSITY_INDEX] == np.float32(5.24)
+    assert np.count_nonzero(vector) == 3
+
+
+@pytest.mark.parametrize(
+    "spelling", ["Fe2O3", "O3Fe2", "Fe4O6", "Fe2 O3", " O3Fe2 ", "Fe6O9", "(Fe2O3)2"]
+)
+def test_equivalent_spellings_give_identical_vectors(spelling: str) -> None:
+    np.testing.assert_array_equal(featurize(spelling, 5.24), featurize("Fe2O3", 5.24))
+
+
+def test_counts_are_those_of_the_reduced_formula() -> None:
+    assert parse_formula("Fe4O6") == ("Fe2O3", {"Fe": 2.0, "O": 3.0})
+
+
+def test_groups_are_expanded() -> None:
+    vector = featurize("Ca(OH)2", 2.21)
+    assert (vector[CALCIUM], vector[OXYGEN], vector[HYDROGEN]) == (1, 2, 2)
+
+
+def test_fractional_formulas_keep_their_amounts() -> None:
+    compound = parse_compound("Ba0.5Sr0.5TiO3", 5.5)
+    assert compound.amounts == {"Ba": 0.5, "Sr": 0.5, "Ti": 1.0, "O": 3.0}
+    assert compound.is_fractional
+    assert not parse_compound("BaTiO3", 6.0).is_fractional
+
+
+def test_isotopes_count_as_hydrogen() -> None:
+    np.testing.assert_array_equal(featurize("D2O", 1.1), featurize("H2O", 1.1))
+
+
+def test_batched_form_matches_single_form() -> None:
+    rows = [("Fe2O3", 5.24), ("NaCl", 2.17), ("Ba0.5Sr0.5TiO3", 5.5)]
+    matrix = featurize_many(rows)
+    assert matrix.shape == (3, N_FEATURES)
+    for row, (formula, density) in zip(matrix, rows, strict=True):
+        np.testing.assert_array_equal(row, featurize(formula, density))
+
+
+def test_batched_form_names_the_bad_row() -> None:
+    with pytest.raises(InvalidFormulaError, match=r"^row 1: .*'Qq'"):
+        featurize_many([("Fe2O3", 5.0), ("Qq", 1.0)])
+
+
+def test_batched_form_of_nothing_is_empty() -> None:
+    assert featurize_many([]).shape == (0, N_FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("Xx2", "unknown element symbol(s) 'Xx'"),
+        ("FeQqZz", "unknown element symbol(s) 'Qq', 'Zz'"),
+        ("X", "unknown element symbol(s) 'X'"),
+        ("Fe3+", "charges and oxidation states are not supported"),
+        ("Fe2+O-", "charges and oxidation states are not supported"),
+        ("Fe2O3!!", "invalid formula 'Fe2O3!!'"),
+        ("CuSO4·5H2O", "invalid formula"),
+        ("fe2o3", "no element symbol found"),
+        ("123", "no element symbol found"),
+        ("Fe0O3", "Fe have amount 0"),
+        ("Fe(", "invalid formula 'Fe('"),
+        ("Fe" * 51, f"102 characters long; at most {MAX_FORMULA_LENGTH} allowed"),
+        ("HHeLiBeBCNOFNeNaMgAl", "13 distinct elements; at most 12 allowed"),
+        ("Li1000000000O", "1e+09 atoms; at most 1000 allowed"),
+        ("H1e400", "amount of H is not a finite number"),
+        ("He0.0000001", "below the minimum"),
+    ],
+)
+def test_invalid_formulas_are_refused_with_a_precise_message(formula: str, message: str) -> None:
+    with pytest.raises(InvalidFormulaError) as caught:
+        parse_formula(formula)
+    assert message in str(caught.value)
+    assert caught.value.field == "formula"
+
+
+@pytest.mark.parametrize(
+    ("density", "message"),
+    [
+        (0.0, "greater than 0"),
+        (-1.0, "greater than 0"),
+        (math.nan, "finite"),
+        (math.inf, "finite"),
+        (-math.inf, "finite"),
+        (30.5, "at most 30 g/cm³"),
+        (True, "must be a number"),
+        ("5.2", "must be a number"),
+    ],
+)
+def test_invalid_densities_are_refused_with_a_precise_message(density: float, message: str) -> None:
+    with pytest.raises(InvalidDensityError, match=message):
+        parse_compound("Fe2O3", density)
+
+
+def test_integer_density_is_accepted() -> None:
+    assert featurize("Fe2O3", 5)[DENSITY_INDEX] == 5.0
