@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # magorder serving image: only the serving dependencies, run as a non-root user.
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -23,7 +23,7 @@ RUN groupadd --system --gid 10001 magorder \
     && useradd --system --uid 10001 --gid magorder --no-create-home --shell /usr/sbin/nologin magorder
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=root:root --chmod=0555 artifacts/model /srv/magorder/model
-USER magorder
+USER 10001:10001
 WORKDIR /srv/magorder
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
