@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.features import DEFAULT_LIMITS, FormulaLimits
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "model"
 
 
@@ -18,6 +20,10 @@ class Settings(BaseSettings):
     Attributes:
         model_dir: Directory of the exported model (``metadata.json`` + ``saved_model/``).
         max_batch_size: Most items accepted by ``POST /predict/batch``.
+        max_body_bytes: Largest request body accepted, in bytes.
+        max_formula_length: Most characters in one formula.
+        max_formula_elements: Most distinct elements in one formula.
+        body_timeout_s: Longest wait for the next chunk of a request body, in seconds.
         log_level: Level of the service's own log lines.
     """
 
@@ -25,7 +31,18 @@ class Settings(BaseSettings):
 
     model_dir: Path = DEFAULT_MODEL_DIR
     max_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    max_formula_length: int = Field(default=DEFAULT_LIMITS.max_length, ge=1, le=10_000)
+    max_formula_elements: int = Field(default=DEFAULT_LIMITS.max_elements, ge=1, le=118)
+    body_timeout_s: float = Field(default=10.0, gt=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def formula_limits(self) -> FormulaLimits:
+        """The formula bounds these settings ask for."""
+        return FormulaLimits(
+            max_length=self.max_formula_length, max_elements=self.max_formula_elements
+        )
 
 
 @lru_cache

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.errors import register_error_handlers
 from app.api.routes import health, model_card, predict
 from app.config import Settings, get_settings
@@ -78,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.predictor = None
     register_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(model_card.router)

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from app.core.features import N_FEATURES
-from app.core.model_card import SAVED_MODEL_DIRNAME, ModelMetadata, write_metadata
+from app.core.model_card import SAVED_MODEL_DIRNAME, ModelMetadata, hash_directory, write_metadata
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
@@ -24,7 +24,7 @@ def export_model(model: keras.Model, metadata: ModelMetadata, model_dir: Path) -
 
     Args:
         model: A model mapping ``(n, 119)`` features to class probabilities.
-        metadata: Its model card.
+        metadata: Its model card; the export fills in ``saved_model_sha256``.
         model_dir: Destination; replaced if it exists.
 
     Returns:
@@ -44,7 +44,8 @@ def export_model(model: keras.Model, metadata: ModelMetadata, model_dir: Path) -
             input_signature=[tf.TensorSpec([None, N_FEATURES], tf.float32, name=INPUT_NAME)],
         )
         archive.write_out(str(staging / SAVED_MODEL_DIRNAME), verbose=False)
-        write_metadata(metadata, staging)
+        checksum = hash_directory(staging / SAVED_MODEL_DIRNAME)
+        write_metadata(metadata.model_copy(update={"saved_model_sha256": checksum}), staging)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         staging.rename(model_dir)

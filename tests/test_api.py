@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.features import MAX_FORMULA_LENGTH
+from app.core.features import DEFAULT_LIMITS
 from app.main import create_app
 from tests.conftest import FIXTURE_MODEL_VERSION, make_settings
 
@@ -83,7 +83,7 @@ def test_predict_warns_about_elements_missing_from_training(client: TestClient) 
             {"formula": "Fe" * 60, "density": 5.0},
             "invalid_formula",
             "formula",
-            f"at most {MAX_FORMULA_LENGTH} allowed",
+            f"at most {DEFAULT_LIMITS.max_length} allowed",
         ),
         (
             {"formula": "HHeLiBeBCNOFNeNaMgAl", "density": 5.0},

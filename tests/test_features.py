@@ -9,8 +9,8 @@ import pytest
 
 from app.core.errors import InvalidDensityError, InvalidFormulaError
 from app.core.features import (
+    DEFAULT_LIMITS,
     DENSITY_INDEX,
-    MAX_FORMULA_LENGTH,
     N_FEATURES,
     element_symbols,
     featurize,
@@ -95,7 +95,7 @@ def test_batched_form_of_nothing_is_empty() -> None:
         ("123", "no element symbol found"),
         ("Fe0O3", "Fe have amount 0"),
         ("Fe(", "invalid formula 'Fe('"),
-        ("Fe" * 51, f"102 characters long; at most {MAX_FORMULA_LENGTH} allowed"),
+        ("Fe" * 51, f"102 characters long; at most {DEFAULT_LIMITS.max_length} allowed"),
         ("HHeLiBeBCNOFNeNaMgAl", "13 distinct elements; at most 12 allowed"),
         ("Li1000000000O", "1e+09 atoms; at most 1000 allowed"),
         ("H1e400", "amount of H is not a finite number"),

@@ -13,7 +13,12 @@ import pytest
 from app.config import DEFAULT_MODEL_DIR
 from app.core.errors import ModelLoadError
 from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES, parse_compound
-from app.core.model_card import METADATA_FILENAME, SAVED_MODEL_DIRNAME, MagneticOrdering
+from app.core.model_card import (
+    METADATA_FILENAME,
+    SAVED_MODEL_DIRNAME,
+    MagneticOrdering,
+    hash_directory,
+)
 from app.core.predictor import Predictor
 from tests.conftest import FIXTURE_MODEL_VERSION
 
@@ -109,6 +114,21 @@ def _overwrite(relative: str, content: bytes) -> Callable[[Path], None]:
     return overwrite
 
 
+def _resealed(damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Damage the SavedModel, then record its new checksum, as a careless re-export would."""
+
+    def damage_and_reseal(model_dir: Path) -> None:
+        damage(model_dir)
+        checksum = hash_directory(model_dir / SAVED_MODEL_DIRNAME)
+        _edit_metadata(saved_model_sha256=checksum)(model_dir)
+
+    return damage_and_reseal
+
+
+PB = f"{SAVED_MODEL_DIRNAME}/saved_model.pb"
+VARIABLES = f"{SAVED_MODEL_DIRNAME}/variables"
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -121,8 +141,12 @@ def _overwrite(relative: str, content: bytes) -> Callable[[Path], None]:
         (_edit_metadata(classes=["FM", "NM", "AFM"]), "are not exactly"),
         (_edit_metadata(classes=["FM", "NM", "FiM", "XYZ"]), "is not a valid model card"),
         (_remove(SAVED_MODEL_DIRNAME), "SavedModel directory"),
-        (_overwrite(f"{SAVED_MODEL_DIRNAME}/saved_model.pb", b"garbage"), "cannot load SavedModel"),
-        (_remove(f"{SAVED_MODEL_DIRNAME}/variables"), "cannot load SavedModel"),
+        (_edit_metadata(saved_model_sha256=None), "has no saved_model_sha256"),
+        (_overwrite(PB, b"garbage"), "does not match its model card"),
+        (_remove(VARIABLES), "does not match its model card"),
+        (_overwrite(f"{SAVED_MODEL_DIRNAME}/extra.txt", b"x"), "does not match its model card"),
+        (_resealed(_overwrite(PB, b"garbage")), "cannot load SavedModel"),
+        (_resealed(_remove(VARIABLES)), "cannot load SavedModel"),
     ],
 )
 def test_missing_corrupt_or_mismatched_models_are_refused(
@@ -131,6 +155,6 @@ def test_missing_corrupt_or_mismatched_models_are_refused(
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
     damage(broken)
-    with pytest.raises(ModelLoadError, match=None) as caught:
+    with pytest.raises(ModelLoadError) as caught:
         Predictor.load(broken)
     assert message in str(caught.value)

@@ -68,9 +68,19 @@ def domain_error_detail(exc: MagorderError) -> ErrorDetail:
     return ErrorDetail(type=exc.code, message=str(exc), field=getattr(exc, "field", None) or None)
 
 
-def _error_response(
+def error_response(
     status_code: int, detail: ErrorDetail, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    """Build the JSON response of an error.
+
+    Args:
+        status_code: The HTTP status.
+        detail: What went wrong.
+        headers: Extra response headers.
+
+    Returns:
+        A response whose body is an `ErrorResponse`.
+    """
     body = ErrorResponse(error=detail).model_dump(mode="json", exclude_none=True)
     return JSONResponse(status_code=status_code, content=body, headers=headers)
 
@@ -81,12 +91,12 @@ async def _handle_domain_error(_: Request, exc: Exception) -> JSONResponse:
         (code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)),
         status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-    return _error_response(code, domain_error_detail(exc))
+    return error_response(code, domain_error_detail(exc))
 
 
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
-    return _error_response(
+    return error_response(
         status.HTTP_422_UNPROCESSABLE_CONTENT, validation_error_detail(exc.errors())
     )
 
@@ -94,13 +104,13 @@ async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _handle_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     detail = ErrorDetail(type="http_error", message=str(exc.detail))
-    return _error_response(exc.status_code, detail, headers=exc.headers)
+    return error_response(exc.status_code, detail, headers=exc.headers)
 
 
 async def _handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     detail = ErrorDetail(type="internal_error", message="internal server error")
-    return _error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, detail)
+    return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, detail)
 
 
 def register_error_handlers(app: FastAPI) -> None:

@@ -6,14 +6,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from app.core.features import MAX_DENSITY, MAX_FORMULA_LENGTH
+from app.core.features import DEFAULT_LIMITS, MAX_DENSITY
 from app.core.model_card import MagneticOrdering
 from app.core.predictor import Prediction
 
 _FORMULA_DESCRIPTION = (
     "Neutral chemical formula, e.g. `Fe2O3`, `Ca(OH)2` or `Ba0.5Sr0.5TiO3`; it is reduced as "
-    f"Materials Project does (`Fe4O6` is `Fe2O3`). At most {MAX_FORMULA_LENGTH} characters; "
-    "no charges or oxidation states."
+    "Materials Project does (`Fe4O6` is `Fe2O3`). No charges or oxidation states. At most "
+    f"{DEFAULT_LIMITS.max_length} characters and {DEFAULT_LIMITS.max_elements} distinct elements "
+    "by default (`MAGORDER_MAX_FORMULA_LENGTH`, `MAGORDER_MAX_FORMULA_ELEMENTS`)."
 )
 _DENSITY_DESCRIPTION = f"Density in g/cm³: a number greater than 0 and at most {MAX_DENSITY:g}."
 

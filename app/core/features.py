@@ -33,10 +33,6 @@ N_ELEMENTS = 118
 N_FEATURES = N_ELEMENTS + 1
 DENSITY_INDEX = N_ELEMENTS
 
-MAX_FORMULA_LENGTH = 100
-"""Longest formula accepted, in characters (the longest Materials Project formula is ~40)."""
-MAX_DISTINCT_ELEMENTS = 12
-"""Most distinct elements in one formula (Materials Project compounds have at most 9)."""
 MAX_ATOMS = 1000.0
 """Largest total number of atoms in the reduced formula."""
 MIN_AMOUNT = 1e-3
@@ -64,6 +60,22 @@ def _symbol_to_index() -> dict[str, int]:
     index = {symbol: i for i, symbol in enumerate(element_symbols())}
     index.update({isotope: index[element] for isotope, element in _ISOTOPE_SYMBOLS.items()})
     return index
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FormulaLimits:
+    """Bounds on what a formula may be; the service takes them from its settings.
+
+    Attributes:
+        max_length: Most characters (the longest Materials Project formula has about 40).
+        max_elements: Most distinct elements (Materials Project compounds have at most 9).
+    """
+
+    max_length: int = 100
+    max_elements: int = 12
+
+
+DEFAULT_LIMITS = FormulaLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +128,16 @@ def _parse_composition(formula: str) -> Composition:
         raise _formula_error(formula, str(exc) or type(exc).__name__) from exc
 
 
-def _check_amounts(formula: str, composition: Composition) -> dict[str, float]:
+def _check_amounts(formula: str, composition: Composition, max_elements: int) -> dict[str, float]:
     # pymatgen silently drops elements written with amount 0 ('Fe0O3'); refuse them instead.
     written = {_ISOTOPE_SYMBOLS.get(t, t) for t in _SYMBOL_TOKEN.findall(formula)}
     parsed = {element.symbol for element in composition.elements}
     dropped = sorted(written - parsed)
     if dropped:
         raise _formula_error(formula, f"element(s) {', '.join(dropped)} have amount 0")
-    if len(parsed) > MAX_DISTINCT_ELEMENTS:
+    if len(parsed) > max_elements:
         raise _formula_error(
-            formula, f"{len(parsed)} distinct elements; at most {MAX_DISTINCT_ELEMENTS} allowed"
+            formula, f"{len(parsed)} distinct elements; at most {max_elements} allowed"
         )
     for element, amount in composition.items():
         if not math.isfinite(amount):
@@ -145,12 +157,15 @@ def _check_amounts(formula: str, composition: Composition) -> dict[str, float]:
     return amounts
 
 
-def parse_formula(formula: str) -> tuple[str, dict[str, float]]:
+def parse_formula(
+    formula: str, limits: FormulaLimits = DEFAULT_LIMITS
+) -> tuple[str, dict[str, float]]:
     """Validate a chemical formula and reduce it.
 
     Args:
         formula: A neutral chemical formula such as ``Fe2O3``, ``Ca(OH)2`` or
             ``Ba0.5Sr0.5TiO3``; surrounding and inner white space is ignored.
+        limits: Bounds on length and number of elements.
 
     Returns:
         The reduced formula and the number of atoms of each element in it.
@@ -164,13 +179,13 @@ def parse_formula(formula: str) -> tuple[str, dict[str, float]]:
     stripped = formula.strip()
     if not stripped:
         raise InvalidFormulaError("formula must not be empty")
-    if len(stripped) > MAX_FORMULA_LENGTH:
+    if len(stripped) > limits.max_length:
         raise InvalidFormulaError(
-            f"formula is {len(stripped)} characters long; at most {MAX_FORMULA_LENGTH} allowed"
+            f"formula is {len(stripped)} characters long; at most {limits.max_length} allowed"
         )
     _check_symbols(stripped)
     composition = _parse_composition(stripped)
-    amounts = _check_amounts(stripped, composition)
+    amounts = _check_amounts(stripped, composition, limits.max_elements)
     return composition.reduced_formula, amounts
 
 
@@ -201,12 +216,15 @@ def validate_density(density: float) -> float:
     return value
 
 
-def parse_compound(formula: str, density: float) -> ParsedCompound:
+def parse_compound(
+    formula: str, density: float, limits: FormulaLimits = DEFAULT_LIMITS
+) -> ParsedCompound:
     """Validate a formula and a density together.
 
     Args:
         formula: A neutral chemical formula (see `parse_formula`).
         density: The density in g/cm³.
+        limits: Bounds on the formula's length and number of elements.
 
     Returns:
         The validated compound.
@@ -215,7 +233,7 @@ def parse_compound(formula: str, density: float) -> ParsedCompound:
         InvalidFormulaError: See `parse_formula`.
         InvalidDensityError: See `validate_density`.
     """
-    reduced_formula, amounts = parse_formula(formula)
+    reduced_formula, amounts = parse_formula(formula, limits)
     return ParsedCompound(
         formula=formula,
         reduced_formula=reduced_formula,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +39,8 @@ class ModelMetadata(BaseModel):
         metrics: Evaluation figures (macro-F1, per-class scores, confusion matrix, baselines).
         training_config: The configuration the model was trained with.
         tensorflow_version: TensorFlow version that exported the model.
+        saved_model_sha256: Checksum of the ``saved_model/`` directory (see
+            `hash_directory`), filled in by the export and verified at load.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -55,6 +58,26 @@ class ModelMetadata(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     tensorflow_version: str
+    saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+def hash_directory(directory: Path) -> str:
+    """Return a SHA-256 over every file of a directory: relative paths and contents.
+
+    Args:
+        directory: The directory to hash.
+
+    Returns:
+        The hex digest; it changes when any file is added, removed, renamed or edited.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def write_metadata(metadata: ModelMetadata, model_dir: Path) -> Path:

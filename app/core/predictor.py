@@ -26,6 +26,7 @@ from app.core.model_card import (
     SAVED_MODEL_DIRNAME,
     MagneticOrdering,
     ModelMetadata,
+    hash_directory,
     read_metadata,
 )
 
@@ -107,12 +108,24 @@ class _SignatureFunction:
         return np.asarray(outputs[self._output_name].numpy(), dtype=np.float32)
 
 
+def _verify_checksum(saved_model_dir: Path, metadata: ModelMetadata) -> None:
+    if not saved_model_dir.is_dir():
+        raise ModelLoadError(f"SavedModel directory {saved_model_dir} does not exist")
+    if metadata.saved_model_sha256 is None:
+        raise ModelLoadError("model card has no saved_model_sha256 to verify the model against")
+    actual = hash_directory(saved_model_dir)
+    if actual != metadata.saved_model_sha256:
+        raise ModelLoadError(
+            f"SavedModel at {saved_model_dir} does not match its model card: sha256 {actual}, "
+            f"expected {metadata.saved_model_sha256} (modified or corrupted after export)"
+        )
+
+
 def _load_saved_model(saved_model_dir: Path, metadata: ModelMetadata) -> ModelFn:
+    _verify_checksum(saved_model_dir, metadata)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf  # heavy: imported only when a model is loaded, never at import time
 
-    if not saved_model_dir.is_dir():
-        raise ModelLoadError(f"SavedModel directory {saved_model_dir} does not exist")
     try:
         loaded = tf.saved_model.load(str(saved_model_dir))
     except Exception as exc:  # TensorFlow raises many unrelated types for a corrupt model

@@ -19,7 +19,7 @@ from app.api.schemas import (
     PredictionOut,
 )
 from app.core.errors import BatchTooLargeError, InvalidCompoundError
-from app.core.features import MAX_FORMULA_LENGTH, ParsedCompound, parse_compound
+from app.core.features import ParsedCompound, parse_compound
 
 router = APIRouter(tags=["prediction"])
 
@@ -30,18 +30,18 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/predict", responses=_ERROR_RESPONSES)
-def predict(compound: CompoundIn, predictor: PredictorDep) -> PredictionOut:
+def predict(compound: CompoundIn, predictor: PredictorDep, settings: SettingsDep) -> PredictionOut:
     """Predict the magnetic ordering of one compound from its formula and density."""
-    parsed = parse_compound(compound.formula, compound.density)
+    parsed = parse_compound(compound.formula, compound.density, settings.formula_limits)
     (prediction,) = predictor.predict([parsed])
     return PredictionOut.from_prediction(prediction, predictor.metadata.model_version)
 
 
-def _formula_of(item: Any) -> str | None:
+def _formula_of(item: Any, max_length: int) -> str | None:
     formula = item.get("formula") if isinstance(item, dict) else None
     if not isinstance(formula, str):
         return None
-    return formula if len(formula) <= MAX_FORMULA_LENGTH else formula[:MAX_FORMULA_LENGTH] + "…"
+    return formula if len(formula) <= max_length else formula[:max_length] + "…"
 
 
 @router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)
@@ -51,18 +51,21 @@ def predict_batch(batch: BatchIn, predictor: PredictorDep, settings: SettingsDep
         raise BatchTooLargeError(
             f"batch has {len(batch.items)} items; at most {settings.max_batch_size} allowed"
         )
+    limits = settings.formula_limits
     results: dict[int, BatchItemOk | BatchItemError] = {}
     valid: list[tuple[int, ParsedCompound]] = []
     for index, item in enumerate(batch.items):
         try:
             compound = CompoundIn.model_validate(item)
-            valid.append((index, parse_compound(compound.formula, compound.density)))
-        except ValidationError as exc:
-            detail = validation_error_detail(exc.errors(), root="item")
-            results[index] = BatchItemError(index=index, formula=_formula_of(item), error=detail)
-        except InvalidCompoundError as exc:
-            detail = domain_error_detail(exc)
-            results[index] = BatchItemError(index=index, formula=_formula_of(item), error=detail)
+            valid.append((index, parse_compound(compound.formula, compound.density, limits)))
+        except (ValidationError, InvalidCompoundError) as exc:
+            detail = (
+                validation_error_detail(exc.errors(), root="item")
+                if isinstance(exc, ValidationError)
+                else domain_error_detail(exc)
+            )
+            formula = _formula_of(item, limits.max_length)
+            results[index] = BatchItemError(index=index, formula=formula, error=detail)
     model_version = predictor.metadata.model_version
     predictions = predictor.predict([compound for _, compound in valid])
     for (index, _), prediction in zip(valid, predictions, strict=True):
