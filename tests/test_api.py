@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,48 @@ def test_openapi_documents_examples_and_error_bodies(client: TestClient) -> None
     assert set(predict["responses"]) >= {"200", "422", "503"}
     compound = schema["components"]["schemas"]["CompoundIn"]
     assert compound["examples"] == [{"formula": "Fe2O3", "density": 5.24}]
+
+
+def test_formula_limits_come_from_the_settings(model_dir: Path) -> None:
+    settings = make_settings(model_dir, max_formula_length=10, max_formula_elements=2)
+    with TestClient(create_app(settings)) as strict:
+        long = strict.post("/predict", json={"formula": "Fe2O3Fe2O3Fe", "density": 5.0})
+        assert long.status_code == 422
+        assert "12 characters long; at most 10 allowed" in _error(long)["message"]
+        ternary = strict.post("/predict", json={"formula": "BaTiO3", "density": 6.0})
+        assert "3 distinct elements; at most 2 allowed" in _error(ternary)["message"]
+        batch = strict.post("/predict/batch", json={"items": [{"formula": "BaTiO3", "density": 6}]})
+        assert batch.json()["results"][0]["error"]["type"] == "invalid_formula"
+        assert strict.post("/predict", json={"formula": "Fe2O3", "density": 5.0}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def small_body_client(model_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(model_dir, max_body_bytes=1024))) as test_client:
+        yield test_client
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(
+    small_body_client: TestClient,
+) -> None:
+    items = [{"formula": "NaCl", "density": 2.17}] * 100
+    response = small_body_client.post("/predict/batch", json={"items": items})
+    assert response.status_code == 413
+    assert _error(response) == {
+        "type": "http_error",
+        "message": "request body is larger than 1024 bytes",
+    }
+
+
+def test_an_oversized_streamed_body_is_cut_off(small_body_client: TestClient) -> None:
+    chunks = (b'{"items": [' + b'{"formula": "NaCl", "density": 2.17},' * 20 for _ in range(5))
+    response = small_body_client.post(
+        "/predict/batch", content=chunks, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert _error(response)["message"] == "request body is larger than 1024 bytes"
+
+
+def test_a_body_under_the_limit_is_served(small_body_client: TestClient) -> None:
+    response = small_body_client.post("/predict", json={"formula": "NaCl", "density": 2.17})
+    assert response.status_code == 200

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 STARTUP_TIMEOUT_S = 60.0
+BODY_TIMEOUT_S = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,7 +27,12 @@ def _free_port() -> int:
 
 
 def _start_server(model_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "MAGORDER_MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "MAGORDER_MODEL_DIR": str(model_dir),
+        "MAGORDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "PYTHONUNBUFFERED": "1",
+    }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
     return subprocess.Popen(
         [*command, "--host", "127.0.0.1"],
@@ -78,9 +84,50 @@ def test_uvicorn_serves_predictions(server: tuple[subprocess.Popen[str], str]) -
     assert bad.status_code == 422
 
 
-def test_uvicorn_stops_cleanly_on_sigterm(server: tuple[subprocess.Popen[str], str]) -> None:
-    process, _ = server
+def _open_request(base_url: str, body: bytes) -> socket.socket:
+    """Send the head of a POST /predict and nothing of its body yet."""
+    host, port = base_url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: magorder\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    connection.sendall(head.encode())
+    return connection
+
+
+def _read_response(connection: socket.socket) -> tuple[int, str]:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    connection.close()
+    head, _, body = b"".join(chunks).decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_stalled_body_is_answered_408(server: tuple[subprocess.Popen[str], str]) -> None:
+    _, base_url = server
+    connection = _open_request(base_url, b'{"formula": "NiO", "density": 6.67}')
+    connection.sendall(b'{"formula": ')  # ... and then nothing more
+    status, body = _read_response(connection)
+    assert status == 408
+    assert f"request body not received within {BODY_TIMEOUT_S} s" in body
+
+
+def test_sigterm_lets_the_request_in_flight_finish(
+    server: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, base_url = server
+    body = b'{"formula": "NiO", "density": 6.67}'
+    connection = _open_request(base_url, body)
+    connection.sendall(body[:10])
+    time.sleep(0.5)  # the server is now inside the request
     process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    connection.sendall(body[10:])
+    status, response = _read_response(connection)
+    assert status == 200, response
+    assert '"reduced_formula":"NiO"' in response
     output, _ = process.communicate(timeout=30)
     # uvicorn re-raises the signal once it has shut down, so the exit status may say SIGTERM.
     assert process.returncode in (0, -signal.SIGTERM), output

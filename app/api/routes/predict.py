@@ -24,6 +24,9 @@ from app.core.features import ParsedCompound, parse_compound
 router = APIRouter(tags=["prediction"])
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body cannot be decoded (e.g. not UTF-8)."},
+    408: {"model": ErrorResponse, "description": "The body was sent too slowly."},
+    413: {"model": ErrorResponse, "description": "The body is larger than allowed."},
     422: {"model": ErrorResponse, "description": "The input is invalid; the message says why."},
     503: {"model": ErrorResponse, "description": "No model is loaded."},
 }

@@ -1,0 +1,107 @@
+"""Property-based tests of the featurizer: whatever the input, an answer or a precise refusal."""
+
+from __future__ import annotations
+
+import math
+from random import Random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.core.errors import InvalidDensityError, InvalidFormulaError
+from app.core.features import (
+    DENSITY_INDEX,
+    MAX_DENSITY,
+    element_symbols,
+    featurize,
+    parse_formula,
+    validate_density,
+)
+
+SYMBOLS = element_symbols()
+DIATOMIC_OR_SPECIAL = {"H", "N", "O", "F", "Cl"}  # pymatgen writes these alone as H2, O2, ...
+
+# Compositions of 2 to 4 distinct elements with small whole-number amounts.
+compositions = st.dictionaries(
+    st.sampled_from(SYMBOLS), st.integers(min_value=1, max_value=20), min_size=2, max_size=4
+)
+
+
+def _write(amounts: dict[str, int], order: list[str], factor: int = 1) -> str:
+    return "".join(f"{symbol}{amounts[symbol] * factor}" for symbol in order)
+
+
+def _parses_or_refuses(formula: str) -> None:
+    try:
+        reduced, amounts = parse_formula(formula)
+    except InvalidFormulaError as exc:
+        assert str(exc)
+    else:
+        assert reduced
+        assert all(math.isfinite(a) and a > 0 for a in amounts.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_any_text_is_parsed_or_refused_with_a_domain_error(text: str) -> None:
+    _parses_or_refuses(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="FeOCaHBaTi()[]{}.0123456789 e+-", max_size=60))
+def test_formula_like_text_is_parsed_or_refused(text: str) -> None:
+    _parses_or_refuses(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=60))
+def test_deeply_nested_parentheses_are_parsed_or_refused(depth: int) -> None:
+    formula = "(" * depth + "Fe2O3" + ")" * depth
+    try:
+        vector = featurize(formula, 5.0)
+    except InvalidFormulaError:
+        return
+    np.testing.assert_array_equal(vector, featurize("Fe2O3", 5.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=10**400), st.sampled_from(["", ".5", "e3", "e999"]))
+def test_huge_amounts_are_parsed_or_refused(amount: int, suffix: str) -> None:
+    _parses_or_refuses(f"Fe{amount}{suffix}O")
+
+
+@settings(max_examples=200, deadline=None)
+@given(compositions, st.randoms(use_true_random=False), st.integers(min_value=2, max_value=5))
+def test_element_order_and_formula_unit_do_not_change_the_vector(
+    amounts: dict[str, int], rng: Random, factor: int
+) -> None:
+    order = sorted(amounts)
+    shuffled = list(order)
+    rng.shuffle(shuffled)
+    reference = featurize(_write(amounts, order), 4.2)
+    np.testing.assert_array_equal(featurize(_write(amounts, shuffled), 4.2), reference)
+    np.testing.assert_array_equal(featurize(_write(amounts, order, factor), 4.2), reference)
+    nonzero = {SYMBOLS[i] for i in np.flatnonzero(reference[:DENSITY_INDEX])}
+    assert nonzero == set(amounts)
+    assert reference[DENSITY_INDEX] == np.float32(4.2)
+
+
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_every_element_lands_at_its_atomic_number(symbol: str) -> None:
+    vector = featurize(symbol, 3.0)
+    expected = 2.0 if symbol in DIATOMIC_OR_SPECIAL else 1.0
+    assert vector[SYMBOLS.index(symbol)] == expected
+    assert np.count_nonzero(vector[:DENSITY_INDEX]) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**30), 10**30)))
+def test_any_number_is_a_valid_density_or_refused(density: float) -> None:
+    try:
+        value = validate_density(density)
+    except InvalidDensityError as exc:
+        assert str(exc)
+    else:
+        assert 0 < value <= MAX_DENSITY
