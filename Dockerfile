@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # magorder serving image: only the serving dependencies, run as a non-root user.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest (the multi-platform index of 3.11.14-slim-bookworm); bump tag and digest together.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -29,4 +30,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
 # Exec form: uvicorn is PID 1 and receives SIGTERM itself, finishing in-flight requests.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
+# --limit-concurrency answers 503 past that many open connections instead of queueing without end.
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", \
+     "--timeout-graceful-shutdown", "20", "--limit-concurrency", "256", "--timeout-keep-alive", "5"]

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test lint typecheck unit placeholder lock clean
+.PHONY: serve test lint typecheck unit load-test placeholder lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ typecheck: $(VENV)/.installed-dev
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
+
+## load-test: bounded loopback load test of a real uvicorn; prints a Markdown report
+load-test: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.load_test
 
 ## placeholder: re-export the untrained placeholder model into artifacts/model
 placeholder: $(VENV)/.installed-serve

@@ -1,4 +1,4 @@
-"""Starting and stopping a real uvicorn serving magorder, for benchmarks."""
+"""Starting and stopping a real uvicorn serving magorder, for benchmarks and tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class RunningServer:
     """A uvicorn process and where it listens."""
 
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     base_url: str
     startup_s: float
 
@@ -35,45 +35,78 @@ def free_port() -> int:
         return port
 
 
+def start_server(
+    port: int, *, env: Mapping[str, str] | None = None, capture_output: bool = False
+) -> subprocess.Popen[str]:
+    """Start ``uvicorn app.main:app`` on a loopback port, as a user would.
+
+    Args:
+        port: Port to listen on, on 127.0.0.1.
+        env: Variables added to this process's environment (e.g. ``MAGORDER_MODEL_DIR``).
+        capture_output: Keep the server's log in ``process.stdout``; it is discarded otherwise.
+            Read it, or the server blocks once the pipe is full.
+
+    Returns:
+        The server process.
+    """
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    return subprocess.Popen(  # noqa: S603 - fixed command line
+        [*command, "--host", "127.0.0.1"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE if capture_output else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until_healthy(process: subprocess.Popen[str], base_url: str, timeout_s: float) -> None:
+    """Wait until ``/health`` answers 200.
+
+    Args:
+        process: The server process.
+        base_url: Where it listens, e.g. ``http://127.0.0.1:8000``.
+        timeout_s: How long to wait.
+
+    Raises:
+        RuntimeError: The server exited (its captured log is in the message) or timed out.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"server exited with status {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server not healthy after {timeout_s} s")
+
+
 @contextmanager
 def running_server(
     model_dir: Path | None = None, *, startup_timeout_s: float = 120.0
 ) -> Iterator[RunningServer]:
-    """Run ``uvicorn app.main:app`` on a free loopback port until the block ends.
+    """Run the service until the block ends, then stop it with SIGTERM.
 
     Args:
         model_dir: Model to serve; the service's default when omitted.
         startup_timeout_s: How long to wait for ``/health`` to answer 200.
 
     Yields:
-        The running server; it is stopped with SIGTERM afterwards.
+        The running server.
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "MAGORDER_LOG_LEVEL": "WARNING"}
     if model_dir is not None:
         env["MAGORDER_MODEL_DIR"] = str(model_dir)
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - fixed command line
-        [*command, "--host", "127.0.0.1", "--log-level", "warning"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_server(port, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with status {process.returncode}")
-            if time.perf_counter() - started > startup_timeout_s:
-                raise RuntimeError(f"server not healthy after {startup_timeout_s} s")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        wait_until_healthy(process, base_url, startup_timeout_s)
         yield RunningServer(process, base_url, time.perf_counter() - started)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,58 +12,24 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.server import free_port, start_server, wait_until_healthy
+
 STARTUP_TIMEOUT_S = 60.0
 BODY_TIMEOUT_S = 2
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _start_server(model_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "MAGORDER_MODEL_DIR": str(model_dir),
-        "MAGORDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
-    return subprocess.Popen(
-        [*command, "--host", "127.0.0.1"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _wait_until_healthy(server: subprocess.Popen[str], base_url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            output = server.stdout.read() if server.stdout else ""
-            pytest.fail(f"server exited with {server.returncode}:\n{output}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S} s")
+    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
+    return start_server(port, env=env, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = _free_port()
+    port = free_port()
     process = _start_server(model_dir, port)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(process, base_url)
+        wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
         yield process, base_url
     finally:
         if process.poll() is None:
@@ -137,7 +101,7 @@ def test_sigterm_lets_the_request_in_flight_finish(
 
 def test_uvicorn_refuses_to_start_without_a_model(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
-    process = _start_server(missing, _free_port())
+    process = _start_server(missing, free_port())
     output, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
     assert process.returncode != 0
     assert f"refusing to start: model directory {missing} does not exist" in output
