@@ -24,7 +24,6 @@ class RunningServer:
 
     process: subprocess.Popen[str]
     base_url: str
-    startup_s: float
 
 
 def free_port() -> int:
@@ -102,12 +101,11 @@ def running_server(
     if model_dir is not None:
         env["MAGORDER_MODEL_DIR"] = str(model_dir)
     port = free_port()
-    started = time.perf_counter()
     process = start_server(port, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, base_url, startup_timeout_s)
-        yield RunningServer(process, base_url, time.perf_counter() - started)
+        yield RunningServer(process, base_url)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
