@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test lint typecheck unit load-test placeholder lock clean
+.PHONY: serve test lint typecheck unit bench bench-quick load-test placeholder lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ typecheck: $(VENV)/.installed-dev
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
+
+## bench: speed benchmarks (latency vs the stack's floor, batch, featurizer, model, cold start); needs wrk
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.speed
+
+## bench-quick: a short run of the benchmarks, to check that they work (CI runs it)
+bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.speed --quick
 
 ## load-test: bounded loopback load test of a real uvicorn; prints a Markdown report
 load-test: $(VENV)/.installed-dev

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.features import DEFAULT_LIMITS, FormulaLimits
+from app.core.model_runtime import ModelRuntime
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "model"
 
@@ -19,6 +20,8 @@ class Settings(BaseSettings):
 
     Attributes:
         model_dir: Directory of the exported model (``metadata.json`` + ``saved_model/``).
+        runtime: How the SavedModel is executed: ``auto`` (LiteRT when it reproduces the
+            SavedModel's outputs, else TensorFlow), ``litert`` or ``tensorflow``.
         max_batch_size: Most items accepted by ``POST /predict/batch``.
         max_body_bytes: Largest request body accepted, in bytes.
         max_formula_length: Most characters in one formula.
@@ -30,6 +33,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAGORDER_", env_file=".env", extra="ignore")
 
     model_dir: Path = DEFAULT_MODEL_DIR
+    runtime: ModelRuntime = ModelRuntime.AUTO
     max_batch_size: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
     max_formula_length: int = Field(default=DEFAULT_LIMITS.max_length, ge=1, le=10_000)

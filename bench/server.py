@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICE_APP = "app.main:app"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +36,17 @@ def free_port() -> int:
 
 
 def start_server(
-    port: int, *, env: Mapping[str, str] | None = None, capture_output: bool = False
+    port: int,
+    *,
+    app: str = SERVICE_APP,
+    env: Mapping[str, str] | None = None,
+    capture_output: bool = False,
 ) -> subprocess.Popen[str]:
-    """Start ``uvicorn app.main:app`` on a loopback port, as a user would.
+    """Start uvicorn serving ``app`` on a loopback port, as a user would.
 
     Args:
         port: Port to listen on, on 127.0.0.1.
+        app: The ASGI application, as uvicorn names it.
         env: Variables added to this process's environment (e.g. ``MAGORDER_MODEL_DIR``).
         capture_output: Keep the server's log in ``process.stdout``; it is discarded otherwise.
             Read it, or the server blocks once the pipe is full.
@@ -48,7 +54,7 @@ def start_server(
     Returns:
         The server process.
     """
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
     return subprocess.Popen(  # noqa: S603 - fixed command line
         [*command, "--host", "127.0.0.1"],
         cwd=REPO_ROOT,
@@ -86,12 +92,16 @@ def wait_until_healthy(process: subprocess.Popen[str], base_url: str, timeout_s:
 
 @contextmanager
 def running_server(
-    model_dir: Path | None = None, *, startup_timeout_s: float = 120.0
+    model_dir: Path | None = None,
+    *,
+    app: str = SERVICE_APP,
+    startup_timeout_s: float = 120.0,
 ) -> Iterator[RunningServer]:
     """Run the service until the block ends, then stop it with SIGTERM.
 
     Args:
         model_dir: Model to serve; the service's default when omitted.
+        app: The ASGI application, as uvicorn names it.
         startup_timeout_s: How long to wait for ``/health`` to answer 200.
 
     Yields:
@@ -101,7 +111,7 @@ def running_server(
     if model_dir is not None:
         env["MAGORDER_MODEL_DIR"] = str(model_dir)
     port = free_port()
-    process = start_server(port, env=env)
+    process = start_server(port, app=app, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, base_url, startup_timeout_s)

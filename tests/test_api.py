@@ -32,6 +32,7 @@ def test_health_reports_the_loaded_model(client: TestClient) -> None:
         "status": "ok",
         "model_version": FIXTURE_MODEL_VERSION,
         "trained": True,
+        "runtime": "litert",
     }
 
 
@@ -179,6 +180,23 @@ def test_batch_predicts_good_items_and_reports_bad_ones_in_place(client: TestCli
     assert results[4]["error"]["message"].startswith("item: Input should be a valid dictionary")
     single = client.post("/predict", json=items[5]).json()
     assert results[5]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
+
+
+def test_batch_says_where_its_time_went_in_server_timing(client: TestClient) -> None:
+    items = [{"formula": "NaCl", "density": 2.17}, {"formula": "Qq", "density": 2.0}]
+    response = client.post("/predict/batch", json={"items": items})
+    stages = dict(
+        part.strip().split(";dur=") for part in response.headers["server-timing"].split(",")
+    )
+    assert set(stages) == {"featurize", "model"}
+    assert all(float(milliseconds) >= 0 for milliseconds in stages.values())
+
+
+def test_a_batch_of_only_bad_items_calls_no_model(client: TestClient) -> None:
+    response = client.post("/predict/batch", json={"items": [{"formula": "Qq", "density": 1}]})
+    assert response.status_code == 200
+    assert response.json()["results"][0]["status"] == "error"
+    assert "model;" not in response.headers["server-timing"]
 
 
 def test_batch_size_is_capped_by_configuration(model_dir: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pymatgen.core.composition import Composition
 
 from app.core.errors import InvalidDensityError, InvalidFormulaError
 from app.core.features import (
@@ -16,8 +17,10 @@ from app.core.features import (
     MAX_DENSITY,
     element_symbols,
     featurize,
+    parse_compound,
     parse_formula,
     validate_density,
+    vectorize,
 )
 
 SYMBOLS = element_symbols()
@@ -105,3 +108,42 @@ def test_any_number_is_a_valid_density_or_refused(density: float) -> None:
         assert str(exc)
     else:
         assert 0 < value <= MAX_DENSITY
+
+
+# Formulas as people write them: 1 to 5 elements, whole or fractional amounts, any order.
+written_formulas = st.lists(
+    st.tuples(
+        st.sampled_from(SYMBOLS),
+        st.one_of(st.integers(min_value=1, max_value=40), st.sampled_from([0.5, 0.25, 1.5, 2.75])),
+    ),
+    min_size=1,
+    max_size=5,
+    unique_by=lambda pair: pair[0],
+).map(lambda pairs: "".join(f"{symbol}{amount}" for symbol, amount in pairs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(written_formulas)
+def test_reduction_matches_pymatgen_reduced_composition(formula: str) -> None:
+    # parse_formula computes the reduction from amounts it already has, not through
+    # Composition.reduced_formula / reduced_composition; both must agree exactly.
+    composition = Composition(formula)
+    reduced_formula, amounts = parse_formula(formula)
+    assert reduced_formula == composition.reduced_formula
+    expected = {el.symbol: float(n) for el, n in composition.reduced_composition.items()}
+    assert amounts == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_cached_parse_cannot_be_changed_by_its_caller() -> None:
+    _, amounts = parse_formula("Fe2O3")
+    amounts["Fe"] = 99.0
+    assert parse_formula("Fe2O3") == ("Fe2O3", {"Fe": 2.0, "O": 3.0})
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(written_formulas, min_size=1, max_size=30))
+def test_a_batch_vector_is_the_stack_of_single_vectors(formulas: list[str]) -> None:
+    compounds = [parse_compound(formula, 1.0 + i) for i, formula in enumerate(formulas)]
+    batch = vectorize(compounds)
+    for row, compound in zip(batch, compounds, strict=True):
+        np.testing.assert_array_equal(row, featurize(compound.formula, compound.density))

@@ -56,7 +56,9 @@ class BodyLimitMiddleware:
             if body_done:  # later calls wait for a disconnect: no deadline applies
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self._timeout_s)
+                # asyncio.timeout, not wait_for: wait_for wraps every receive in a new task.
+                async with asyncio.timeout(self._timeout_s):
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(
                     status.HTTP_408_REQUEST_TIMEOUT,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.core.features import DEFAULT_LIMITS, MAX_DENSITY
 from app.core.model_card import MagneticOrdering
+from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Prediction
 
 _FORMULA_DESCRIPTION = (
@@ -44,8 +45,17 @@ class PredictionOut(BaseModel):
     warnings: list[str] = Field(description="What to know before trusting the prediction.")
 
     @classmethod
-    def from_prediction(cls, prediction: Prediction, model_version: str) -> PredictionOut:
-        """Build the response body of a core prediction."""
+    def from_prediction(cls, prediction: Prediction, model_version: str, **fields: Any) -> Self:
+        """Build the response body of a core prediction.
+
+        Args:
+            prediction: The core prediction.
+            model_version: Version of the model that made it.
+            **fields: Further fields of a subclass, such as a batch item's ``index``.
+
+        Returns:
+            The response body.
+        """
         return cls(
             formula=prediction.compound.formula,
             reduced_formula=prediction.compound.reduced_formula,
@@ -53,6 +63,7 @@ class PredictionOut(BaseModel):
             probabilities=prediction.probabilities,
             model_version=model_version,
             warnings=list(prediction.warnings),
+            **fields,
         )
 
 
@@ -130,3 +141,4 @@ class HealthOut(BaseModel):
     status: Literal["ok"] = "ok"
     model_version: str
     trained: bool = Field(description="False while the service runs an untrained placeholder.")
+    runtime: ModelRuntime = Field(description="What executes the SavedModel: LiteRT or TensorFlow.")

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import ValidationError
 
 from app.core.errors import ModelLoadError
@@ -29,14 +26,12 @@ from app.core.model_card import (
     hash_directory,
     read_metadata,
 )
+from app.core.model_runtime import ModelFn, ModelRuntime, ProbabilityMatrix, load_signature
+from app.core.timing import StageTimer
 
 logger = logging.getLogger(__name__)
 
-SIGNATURE_KEY = "serving_default"
 _PROBABILITY_TOLERANCE = 1e-3
-
-ProbabilityMatrix = npt.NDArray[np.float32]
-ModelFn = Callable[[FeatureMatrix], ProbabilityMatrix]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,30 +79,6 @@ def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
     return metadata
 
 
-class _SignatureFunction:
-    """Calls a SavedModel's serving signature directly, without a Keras wrapper."""
-
-    def __init__(
-        self,
-        saved_model: Any,
-        input_name: str,
-        output_name: str,
-        to_tensor: Callable[[FeatureMatrix], Any],
-    ) -> None:
-        # A signature does not own the SavedModel's variables: keep the loaded object alive too,
-        # or calls fail once it is garbage collected.
-        self._saved_model = saved_model
-        self._signature = saved_model.signatures[SIGNATURE_KEY]
-        self._input_name = input_name
-        self._output_name = output_name
-        self._to_tensor = to_tensor
-
-    def __call__(self, features: FeatureMatrix) -> ProbabilityMatrix:
-        tensor = self._to_tensor(np.asarray(features, dtype=np.float32))
-        outputs = self._signature(**{self._input_name: tensor})
-        return np.asarray(outputs[self._output_name].numpy(), dtype=np.float32)
-
-
 def _verify_checksum(saved_model_dir: Path, metadata: ModelMetadata) -> None:
     if not saved_model_dir.is_dir():
         raise ModelLoadError(f"SavedModel directory {saved_model_dir} does not exist")
@@ -121,41 +92,6 @@ def _verify_checksum(saved_model_dir: Path, metadata: ModelMetadata) -> None:
         )
 
 
-def _load_saved_model(saved_model_dir: Path, metadata: ModelMetadata) -> ModelFn:
-    _verify_checksum(saved_model_dir, metadata)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # heavy: imported only when a model is loaded, never at import time
-
-    try:
-        loaded = tf.saved_model.load(str(saved_model_dir))
-    except Exception as exc:  # TensorFlow raises many unrelated types for a corrupt model
-        raise ModelLoadError(f"cannot load SavedModel at {saved_model_dir}: {exc}") from exc
-    signature = loaded.signatures.get(SIGNATURE_KEY)
-    if signature is None:
-        raise ModelLoadError(f"SavedModel at {saved_model_dir} has no {SIGNATURE_KEY!r} signature")
-    _, input_specs = signature.structured_input_signature
-    output_specs = signature.structured_outputs
-    if len(input_specs) != 1 or len(output_specs) != 1:
-        raise ModelLoadError(
-            f"signature {SIGNATURE_KEY!r} must have one input and one output, "
-            f"has inputs {list(input_specs)} and outputs {list(output_specs)}"
-        )
-    ((input_name, input_spec),) = input_specs.items()
-    ((output_name, output_spec),) = output_specs.items()
-    if input_spec.dtype != tf.float32 or input_spec.shape.as_list() != [None, N_FEATURES]:
-        raise ModelLoadError(
-            f"model input must be float32 of shape [None, {N_FEATURES}], "
-            f"is {input_spec.dtype.name} {input_spec.shape.as_list()}"
-        )
-    if output_spec.shape.as_list()[-1:] != [len(metadata.classes)]:
-        raise ModelLoadError(
-            f"model output must have {len(metadata.classes)} columns, "
-            f"has shape {output_spec.shape.as_list()}"
-        )
-
-    return _SignatureFunction(loaded, input_name, output_name, tf.constant)
-
-
 class Predictor:
     """A loaded model with its model card; thread-safe for concurrent predictions.
 
@@ -163,33 +99,38 @@ class Predictor:
         model_fn: Maps a ``(n, N_FEATURES)`` float32 matrix to ``(n, len(classes))``
             probabilities, columns in ``metadata.classes`` order.
         metadata: The model card of the model behind ``model_fn``.
+        runtime: The runtime ``model_fn`` runs on.
     """
 
-    def __init__(self, *, model_fn: ModelFn, metadata: ModelMetadata) -> None:
+    def __init__(
+        self, *, model_fn: ModelFn, metadata: ModelMetadata, runtime: ModelRuntime
+    ) -> None:
         self._model_fn = model_fn
         self._metadata = metadata
+        self._runtime = runtime
         self._elements_seen = frozenset(metadata.elements_seen)
 
     @classmethod
-    def load(cls, model_dir: Path) -> Predictor:
+    def load(cls, model_dir: Path, runtime: ModelRuntime = ModelRuntime.AUTO) -> Predictor:
         """Load and check an exported model directory.
 
         Args:
             model_dir: A directory holding ``metadata.json`` and ``saved_model/``, as written by
                 `model_training.export.export_model`.
+            runtime: How to execute the SavedModel (see `app.core.model_runtime`).
 
         Returns:
             A predictor that has answered one test call.
 
         Raises:
             ModelLoadError: The directory is missing, corrupt, or does not match this code's
-                feature layout or classes.
+                feature layout or classes; or the runtime asked for cannot run it.
         """
         metadata = _read_checked_metadata(model_dir)
-        predictor = cls(
-            model_fn=_load_saved_model(model_dir / SAVED_MODEL_DIRNAME, metadata),
-            metadata=metadata,
-        )
+        saved_model_dir = model_dir / SAVED_MODEL_DIRNAME
+        _verify_checksum(saved_model_dir, metadata)
+        signature = load_signature(saved_model_dir, len(metadata.classes), runtime)
+        predictor = cls(model_fn=signature.model_fn, metadata=metadata, runtime=signature.runtime)
         predictor._check_outputs()
         return predictor
 
@@ -197,6 +138,11 @@ class Predictor:
     def metadata(self) -> ModelMetadata:
         """The model card of the loaded model."""
         return self._metadata
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        """The runtime executing the model."""
+        return self._runtime
 
     def _check_outputs(self) -> None:
         probe = np.zeros((2, N_FEATURES), dtype=np.float32)
@@ -225,27 +171,35 @@ class Predictor:
         """
         return self._model_fn(features)
 
-    def predict(self, compounds: Sequence[ParsedCompound]) -> list[Prediction]:
+    def predict(
+        self, compounds: Sequence[ParsedCompound], timer: StageTimer | None = None
+    ) -> list[Prediction]:
         """Predict the magnetic ordering of validated compounds in one model call.
 
         Args:
             compounds: Compounds from `app.core.features.parse_compound`.
+            timer: Receives the time spent in the ``featurize`` and ``model`` stages.
 
         Returns:
             One prediction per compound, in order.
         """
         if not compounds:
             return []
-        probabilities = self.predict_proba(vectorize(compounds))
+        timer = timer or StageTimer()
+        with timer.stage("featurize"):
+            features = vectorize(compounds)
+        with timer.stage("model"):
+            probabilities = self.predict_proba(features)
         classes = self._metadata.classes
+        best = probabilities.argmax(axis=1).tolist()
         return [
             Prediction(
                 compound=compound,
-                ordering=classes[int(np.argmax(row))],
-                probabilities={cls: float(p) for cls, p in zip(classes, row, strict=True)},
+                ordering=classes[column],
+                probabilities=dict(zip(classes, row, strict=True)),
                 warnings=self.warnings_for(compound),
             )
-            for compound, row in zip(compounds, probabilities, strict=True)
+            for compound, row, column in zip(compounds, probabilities.tolist(), best, strict=True)
         ]
 
     def warnings_for(self, compound: ParsedCompound) -> tuple[str, ...]:

@@ -14,7 +14,9 @@ router = APIRouter(tags=["operations"])
     "/health",
     responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
 )
-def health(predictor: PredictorDep) -> HealthOut:
+async def health(predictor: PredictorDep) -> HealthOut:
     """Answer 200 with the model version once a model is loaded, 503 before."""
     metadata = predictor.metadata
-    return HealthOut(model_version=metadata.model_version, trained=metadata.trained)
+    return HealthOut(
+        model_version=metadata.model_version, trained=metadata.trained, runtime=predictor.runtime
+    )

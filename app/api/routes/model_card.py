@@ -15,6 +15,6 @@ router = APIRouter(tags=["operations"])
     "/model",
     responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
 )
-def model_card(predictor: PredictorDep) -> ModelMetadata:
+async def model_card(predictor: PredictorDep) -> ModelMetadata:
     """Return the metadata and evaluation metrics of the loaded model."""
     return predictor.metadata

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.api.dependencies import PredictorDep, SettingsDep
 from app.api.errors import domain_error_detail, validation_error_detail
@@ -19,9 +20,13 @@ from app.api.schemas import (
     PredictionOut,
 )
 from app.core.errors import BatchTooLargeError, InvalidCompoundError
-from app.core.features import ParsedCompound, parse_compound
+from app.core.features import FormulaLimits, ParsedCompound, parse_compound
+from app.core.predictor import Predictor
+from app.core.timing import StageTimer
 
 router = APIRouter(tags=["prediction"])
+
+SERVER_TIMING = "Server-Timing"
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body cannot be decoded (e.g. not UTF-8)."},
@@ -32,9 +37,17 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _server_timing(timer: StageTimer) -> str:
+    return ", ".join(f"{name};dur={seconds * 1e3:.3f}" for name, seconds in timer.seconds.items())
+
+
 @router.post("/predict", responses=_ERROR_RESPONSES)
-def predict(compound: CompoundIn, predictor: PredictorDep, settings: SettingsDep) -> PredictionOut:
+async def predict(
+    compound: CompoundIn, predictor: PredictorDep, settings: SettingsDep
+) -> PredictionOut:
     """Predict the magnetic ordering of one compound from its formula and density."""
+    # On the event loop, not a worker thread: a parse and one model call take less time than
+    # handing the request to a thread and back (measured in docs/benchmarks.md).
     parsed = parse_compound(compound.formula, compound.density, settings.formula_limits)
     (prediction,) = predictor.predict([parsed])
     return PredictionOut.from_prediction(prediction, predictor.metadata.model_version)
@@ -47,31 +60,48 @@ def _formula_of(item: Any, max_length: int) -> str | None:
     return formula if len(formula) <= max_length else formula[:max_length] + "…"
 
 
+def _predict_items(
+    items: list[Any], predictor: Predictor, limits: FormulaLimits, timer: StageTimer
+) -> BatchOut:
+    results: dict[int, BatchItemOk | BatchItemError] = {}
+    valid: list[tuple[int, ParsedCompound]] = []
+    with timer.stage("featurize"):
+        for index, item in enumerate(items):
+            try:
+                compound = CompoundIn.model_validate(item)
+                valid.append((index, parse_compound(compound.formula, compound.density, limits)))
+            except (ValidationError, InvalidCompoundError) as exc:
+                detail = (
+                    validation_error_detail(exc.errors(), root="item")
+                    if isinstance(exc, ValidationError)
+                    else domain_error_detail(exc)
+                )
+                formula = _formula_of(item, limits.max_length)
+                results[index] = BatchItemError(index=index, formula=formula, error=detail)
+    model_version = predictor.metadata.model_version
+    predictions = predictor.predict([compound for _, compound in valid], timer)
+    for (index, _), prediction in zip(valid, predictions, strict=True):
+        results[index] = BatchItemOk.from_prediction(prediction, model_version, index=index)
+    return BatchOut(model_version=model_version, results=[results[i] for i in sorted(results)])
+
+
 @router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)
-def predict_batch(batch: BatchIn, predictor: PredictorDep, settings: SettingsDep) -> BatchOut:
-    """Predict many compounds in one model call; a bad item gets its own error, not the batch."""
+async def predict_batch(
+    batch: BatchIn, predictor: PredictorDep, settings: SettingsDep, response: Response
+) -> BatchOut:
+    """Predict many compounds in one model call; a bad item gets its own error, not the batch.
+
+    The ``Server-Timing`` header gives the milliseconds spent validating items and building
+    features (``featurize``) and running the model (``model``).
+    """
     if len(batch.items) > settings.max_batch_size:
         raise BatchTooLargeError(
             f"batch has {len(batch.items)} items; at most {settings.max_batch_size} allowed"
         )
-    limits = settings.formula_limits
-    results: dict[int, BatchItemOk | BatchItemError] = {}
-    valid: list[tuple[int, ParsedCompound]] = []
-    for index, item in enumerate(batch.items):
-        try:
-            compound = CompoundIn.model_validate(item)
-            valid.append((index, parse_compound(compound.formula, compound.density, limits)))
-        except (ValidationError, InvalidCompoundError) as exc:
-            detail = (
-                validation_error_detail(exc.errors(), root="item")
-                if isinstance(exc, ValidationError)
-                else domain_error_detail(exc)
-            )
-            formula = _formula_of(item, limits.max_length)
-            results[index] = BatchItemError(index=index, formula=formula, error=detail)
-    model_version = predictor.metadata.model_version
-    predictions = predictor.predict([compound for _, compound in valid])
-    for (index, _), prediction in zip(valid, predictions, strict=True):
-        out = PredictionOut.from_prediction(prediction, model_version)
-        results[index] = BatchItemOk(index=index, **out.model_dump())
-    return BatchOut(model_version=model_version, results=[results[i] for i in sorted(results)])
+    timer = StageTimer()
+    # A worker thread: a thousand parses would hold the event loop for tens of milliseconds.
+    out = await run_in_threadpool(
+        _predict_items, batch.items, predictor, settings.formula_limits, timer
+    )
+    response.headers[SERVER_TIMING] = _server_timing(timer)
+    return out

@@ -1,0 +1,68 @@
+"""The service plus endpoints that do no work: the floor of the stack, for ``bench.speed``.
+
+Both take the same body as ``POST /predict``, parsed and validated by FastAPI into the same
+model, through the same middleware, routed at the same position, and answer a constant:
+
+* ``POST /floor`` does nothing else: the issue's "bare endpoint", the stack's floor.
+* ``POST /floor/same-signature`` also resolves the dependencies ``/predict`` uses and answers
+  a constant `PredictionOut` through the same response model, so that ``/predict`` minus it
+  is the cost of predicting alone.
+
+Served as ``uvicorn bench.floor_app:app``; never part of the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter
+from starlette.routing import BaseRoute, Match
+
+from app.api.dependencies import PredictorDep, SettingsDep
+from app.api.schemas import CompoundIn, PredictionOut
+from app.core.model_card import MagneticOrdering
+from app.main import create_app
+
+FLOOR_PATH = "/floor"
+SAME_SIGNATURE_PATH = "/floor/same-signature"
+
+_CONSTANT = PredictionOut(
+    formula="Fe2O3",
+    reduced_formula="Fe2O3",
+    prediction=MagneticOrdering.AFM,
+    probabilities=dict.fromkeys(MagneticOrdering, 0.25),
+    model_version="floor",
+    warnings=[],
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.post(FLOOR_PATH)
+async def floor(compound: CompoundIn) -> dict[str, str]:
+    """Accept a compound and do nothing with it."""
+    return {"status": "ok"}
+
+
+@router.post(SAME_SIGNATURE_PATH)
+async def same_signature(
+    compound: CompoundIn, predictor: PredictorDep, settings: SettingsDep
+) -> PredictionOut:
+    """Accept a compound and the dependencies of ``/predict``, and answer a constant."""
+    return _CONSTANT
+
+
+def _route_index(app_routes: Sequence[BaseRoute], path: str) -> int:
+    scope = {"type": "http", "path": path, "method": "POST", "root_path": ""}
+    for index, route in enumerate(app_routes):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return index
+    raise LookupError(f"no route serves POST {path}")
+
+
+app = create_app()
+app.include_router(router)
+# Routing walks the routes in order: put these where /predict is, so both are found as fast.
+routes = app.router.routes
+routes.insert(_route_index(routes, "/predict"), routes.pop())
