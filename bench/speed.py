@@ -206,10 +206,11 @@ def featurizer_and_model(report: Report, model_dir: Path, quick: bool) -> None:
     started = time.perf_counter()
     compounds = [parse_compound(formula, 5.0) for formula in formulas]
     cold_us = (time.perf_counter() - started) / count * 1e6
+    recent = formulas[-BATCH_SIZE:]  # still in the parse cache
     started = time.perf_counter()
-    for formula in formulas:
+    for formula in recent:
         parse_compound(formula, 5.0)
-    cached_us = (time.perf_counter() - started) / count * 1e6
+    cached_us = (time.perf_counter() - started) / len(recent) * 1e6
     batch = compounds[:BATCH_SIZE]
     vector_us = _median_us(lambda: vectorize(batch), 20) / BATCH_SIZE
     report.add(
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {_machine()}.",
         "",
-        f"Command: `python -m bench.speed {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Command: `{' '.join(['python -m bench.speed', *(argv or sys.argv[1:])])}`",
     )
     featurizer_and_model(report, args.model_dir, args.quick)
     cold_start(report, args.model_dir, args.cold_starts)
