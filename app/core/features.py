@@ -41,7 +41,11 @@ MAX_DENSITY = 30.0
 """Highest density accepted, in g/cm³ (osmium, the densest element, is 22.6)."""
 
 PARSE_CACHE_SIZE = 16_384
-"""Distinct valid formulas whose parse is remembered (a few MiB at most)."""
+"""Distinct valid formulas whose parse is remembered.
+
+Full, the cache holds about 11 MiB of four-element formulas, about 28 MiB of the longest
+formulas allowed (100 characters, 12 elements), measured with tracemalloc.
+"""
 
 FeatureMatrix = npt.NDArray[np.float32]
 
