@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=10.0, gt=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @property
+    @cached_property
     def formula_limits(self) -> FormulaLimits:
         """The formula bounds these settings ask for."""
         return FormulaLimits(

@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.dependencies import Service
 from app.api.errors import register_error_handlers
 from app.api.routes import health, model_card, predict
 from app.config import Settings, get_settings
@@ -67,14 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             time.perf_counter() - started,
             predictor.runtime,
         )
-        app.state.predictor = predictor
+        app.state.service = Service(predictor=predictor, settings=settings)
         # TensorFlow and pymatgen leave a few hundred thousand long-lived objects; a full
         # garbage collection walks them all (about 0.2 s on a 2-core machine) and stalls every
         # request in flight. Frozen, they are never walked again.
         gc.collect()
         gc.freeze()
         yield
-        app.state.predictor = None
+        app.state.service = None
 
     app = FastAPIOffline(
         title="magorder",
@@ -83,8 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.predictor = None
+    app.state.service = None
     register_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s

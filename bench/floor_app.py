@@ -4,7 +4,7 @@ Both take the same body as ``POST /predict``, parsed and validated by FastAPI in
 model, through the same middleware, routed at the same position, and answer a constant:
 
 * ``POST /floor`` does nothing else: the issue's "bare endpoint", the stack's floor.
-* ``POST /floor/same-signature`` also resolves the dependencies ``/predict`` uses and answers
+* ``POST /floor/same-signature`` also resolves the dependency ``/predict`` uses and answers
   a constant `PredictionOut` through the same response model, so that ``/predict`` minus it
   is the cost of predicting alone.
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter
 from starlette.routing import BaseRoute, Match
 
-from app.api.dependencies import PredictorDep, SettingsDep
+from app.api.dependencies import ServiceDep
 from app.api.schemas import CompoundIn, PredictionOut
 from app.core.model_card import MagneticOrdering
 from app.main import create_app
@@ -45,10 +45,8 @@ async def floor(compound: CompoundIn) -> dict[str, str]:
 
 
 @router.post(SAME_SIGNATURE_PATH)
-async def same_signature(
-    compound: CompoundIn, predictor: PredictorDep, settings: SettingsDep
-) -> PredictionOut:
-    """Accept a compound and the dependencies of ``/predict``, and answer a constant."""
+async def same_signature(compound: CompoundIn, service: ServiceDep) -> PredictionOut:
+    """Accept a compound and the dependency of ``/predict``, and answer a constant."""
     return _CONSTANT
 
 

@@ -1,11 +1,14 @@
-"""Typed dependencies that routes use to reach the loaded model and the settings.
+"""The typed dependency through which routes reach the loaded model and the settings.
 
-They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool,
-and that hand-over costs more than these functions do.
+One dependency, not one per object: FastAPI resolves each dependency of a route on every
+request, and on ``POST /predict`` a second one cost about a tenth of the whole request
+(docs/benchmarks.md). It is ``async def`` on purpose: FastAPI runs a plain ``def``
+dependency in its thread pool, and that hand-over costs more than the function does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,23 +18,29 @@ from app.core.errors import ModelNotReadyError
 from app.core.predictor import Predictor
 
 
-async def get_app_settings(request: Request) -> Settings:
-    """Return the settings the app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What the routes work with once the app has started.
+
+    Attributes:
+        predictor: The model loaded at startup.
+        settings: The settings the app was built with.
+    """
+
+    predictor: Predictor
+    settings: Settings
 
 
-async def get_predictor(request: Request) -> Predictor:
-    """Return the model loaded at startup.
+async def get_service(request: Request) -> Service:
+    """Return the model loaded at startup with the app's settings.
 
     Raises:
         ModelNotReadyError: No model has been loaded (the lifespan has not run or failed).
     """
-    predictor: Predictor | None = getattr(request.app.state, "predictor", None)
-    if predictor is None:
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
         raise ModelNotReadyError("no model is loaded yet")
-    return predictor
+    return service
 
 
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+ServiceDep = Annotated[Service, Depends(get_service)]

@@ -23,7 +23,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from pymatgen.core.composition import Composition, reduce_formula
+from pymatgen.core.composition import Composition
 from pymatgen.core.periodic_table import Element
 
 from app.core.errors import InvalidDensityError, InvalidFormulaError
@@ -54,6 +54,9 @@ warnings.filterwarnings("ignore", message="No Pauling electronegativity", catego
 
 _ISOTOPE_SYMBOLS = {"D": "H", "T": "H"}
 _SYMBOL_TOKEN = re.compile(r"[A-Z][a-z]*")
+# pymatgen's reduce_formula writes the last two elements as a polyanion, e.g. Ca(NO3)2, when
+# their electronegativities differ by less than this.
+_POLYANION_ELECTRONEGATIVITY_GAP = 1.65
 
 
 @cache
@@ -123,10 +126,11 @@ def _check_symbols(formula: str) -> set[str]:
             formula, "no element symbol found (symbols are case-sensitive: 'Fe', not 'fe')"
         )
     known = _symbol_to_index()
-    unknown = sorted(written - known.keys())
-    if unknown:
-        listed = ", ".join(repr(symbol) for symbol in unknown)
+    if not written <= known.keys():
+        listed = ", ".join(repr(symbol) for symbol in sorted(written - known.keys()))
         raise _formula_error(formula, f"unknown element symbol(s) {listed}")
+    if written.isdisjoint(_ISOTOPE_SYMBOLS):
+        return written
     return {_ISOTOPE_SYMBOLS.get(symbol, symbol) for symbol in written}
 
 
@@ -139,19 +143,58 @@ def _parse_composition(formula: str) -> Composition:
         raise _formula_error(formula, str(exc) or type(exc).__name__) from exc
 
 
+@cache
+def _formula_order() -> dict[str, tuple[float, str]]:
+    """Each symbol's place in pymatgen's formula order: electronegativity, then symbol.
+
+    Elements without an electronegativity (noble gases) come last, as in pymatgen.
+    """
+    keys: dict[str, tuple[float, str]] = {}
+    for symbol in element_symbols():
+        electronegativity = Element(symbol).X
+        keys[symbol] = (math.inf if math.isnan(electronegativity) else electronegativity, symbol)
+    return keys
+
+
+def _count_text(count: int) -> str:
+    """A whole-number amount as pymatgen's ``formula_double_format`` writes it: 1 is omitted."""
+    return "" if count == 1 else str(count)
+
+
 def _reduced_formula_and_factor(
     composition: Composition, amounts: dict[str, float]
 ) -> tuple[str, float]:
-    """``composition.get_reduced_formula_and_factor()``, from amounts already at hand.
+    """``composition.get_reduced_formula_and_factor()``, about four times as fast.
 
-    pymatgen's method looks every amount up again through ``Composition.__getitem__``, which
-    costs a third of a parse; this runs the same steps on the amounts dict. A test checks that
+    The same steps as pymatgen's ``reduce_formula`` (electronegativity order, greatest common
+    divisor, a polyanion written in parentheses, ``special_formulas``), with the order of the
+    elements looked up instead of recomputed for every formula. A property test checks that
     both agree.
     """
     tolerance = Composition.amount_tolerance
-    if not all(abs(amount - round(amount)) < tolerance for amount in amounts.values()):
-        return composition.formula.replace(" ", ""), 1.0
-    formula, factor = reduce_formula({symbol: round(a) for symbol, a in amounts.items()})
+    counts: dict[str, int] = {}
+    for symbol, amount in amounts.items():
+        count = round(amount)
+        if abs(amount - count) >= tolerance:  # fractional: pymatgen does not reduce these
+            return composition.formula.replace(" ", ""), 1.0
+        counts[symbol] = count
+    factor = math.gcd(*counts.values())
+    order = _formula_order()
+    symbols = sorted(counts, key=order.__getitem__)
+    polyanion = ""
+    if len(symbols) >= 3:
+        second, last = symbols[-2], symbols[-1]
+        if order[last][0] - order[second][0] < _POLYANION_ELECTRONEGATIVITY_GAP:
+            second_count, last_count = counts[second] // factor, counts[last] // factor
+            polyanion_factor = math.gcd(second_count, last_count)
+            if polyanion_factor != 1:
+                polyanion = (
+                    f"({second}{_count_text(second_count // polyanion_factor)}"
+                    f"{last}{_count_text(last_count // polyanion_factor)}){polyanion_factor}"
+                )
+                symbols = symbols[:-2]
+    formula = "".join(f"{symbol}{_count_text(counts[symbol] // factor)}" for symbol in symbols)
+    formula += polyanion
     special = Composition.special_formulas.get(formula)
     if special is not None:  # O2, H2, Li2O2, ...: pymatgen does not reduce these fully
         return special, factor / 2
@@ -163,8 +206,8 @@ def _reduce(
 ) -> tuple[str, dict[str, float]]:
     amounts = composition.get_el_amt_dict()
     # pymatgen silently drops elements written with amount 0 ('Fe0O3'); refuse them instead.
-    dropped = sorted(written - amounts.keys())
-    if dropped:
+    if len(amounts) < len(written):
+        dropped = sorted(written - amounts.keys())
         raise _formula_error(formula, f"element(s) {', '.join(dropped)} have amount 0")
     if len(amounts) > max_elements:
         raise _formula_error(
@@ -174,12 +217,13 @@ def _reduce(
         if not math.isfinite(amount):
             raise _formula_error(formula, f"amount of {symbol} is not a finite number")
     reduced_formula, factor = _reduced_formula_and_factor(composition, amounts)
-    reduced = {symbol: float(amount / factor) for symbol, amount in amounts.items()}
-    for symbol, amount in reduced.items():
-        if amount < MIN_AMOUNT:
-            raise _formula_error(
-                formula, f"amount of {symbol} ({amount:g}) is below the minimum {MIN_AMOUNT:g}"
-            )
+    reduced = {symbol: amount / factor for symbol, amount in amounts.items()}
+    smallest = min(reduced, key=reduced.__getitem__)
+    if reduced[smallest] < MIN_AMOUNT:
+        raise _formula_error(
+            formula,
+            f"amount of {smallest} ({reduced[smallest]:g}) is below the minimum {MIN_AMOUNT:g}",
+        )
     total = sum(reduced.values())
     if total > MAX_ATOMS:
         raise _formula_error(

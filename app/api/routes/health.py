@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.dependencies import PredictorDep
+from app.api.dependencies import ServiceDep
 from app.api.schemas import ErrorResponse, HealthOut
 
 router = APIRouter(tags=["operations"])
@@ -14,8 +14,9 @@ router = APIRouter(tags=["operations"])
     "/health",
     responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
 )
-async def health(predictor: PredictorDep) -> HealthOut:
+async def health(service: ServiceDep) -> HealthOut:
     """Answer 200 with the model version once a model is loaded, 503 before."""
+    predictor = service.predictor
     metadata = predictor.metadata
     return HealthOut(
         model_version=metadata.model_version, trained=metadata.trained, runtime=predictor.runtime

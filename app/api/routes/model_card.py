@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.dependencies import PredictorDep
+from app.api.dependencies import ServiceDep
 from app.api.schemas import ErrorResponse
 from app.core.model_card import ModelMetadata
 
@@ -15,6 +15,6 @@ router = APIRouter(tags=["operations"])
     "/model",
     responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
 )
-async def model_card(predictor: PredictorDep) -> ModelMetadata:
+async def model_card(service: ServiceDep) -> ModelMetadata:
     """Return the metadata and evaluation metrics of the loaded model."""
-    return predictor.metadata
+    return service.predictor.metadata

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.dependencies import PredictorDep, SettingsDep
+from app.api.dependencies import ServiceDep
 from app.api.errors import domain_error_detail, validation_error_detail
 from app.api.schemas import (
     BatchIn,
@@ -42,15 +42,13 @@ def _server_timing(timer: StageTimer) -> str:
 
 
 @router.post("/predict", responses=_ERROR_RESPONSES)
-async def predict(
-    compound: CompoundIn, predictor: PredictorDep, settings: SettingsDep
-) -> PredictionOut:
+async def predict(compound: CompoundIn, service: ServiceDep) -> PredictionOut:
     """Predict the magnetic ordering of one compound from its formula and density."""
     # On the event loop, not a worker thread: a parse and one model call take less time than
     # handing the request to a thread and back (measured in docs/benchmarks.md).
-    parsed = parse_compound(compound.formula, compound.density, settings.formula_limits)
-    (prediction,) = predictor.predict([parsed])
-    return PredictionOut.from_prediction(prediction, predictor.metadata.model_version)
+    parsed = parse_compound(compound.formula, compound.density, service.settings.formula_limits)
+    (prediction,) = service.predictor.predict([parsed])
+    return PredictionOut.from_prediction(prediction, service.predictor.metadata.model_version)
 
 
 def _formula_of(item: Any, max_length: int) -> str | None:
@@ -86,14 +84,13 @@ def _predict_items(
 
 
 @router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)
-async def predict_batch(
-    batch: BatchIn, predictor: PredictorDep, settings: SettingsDep, response: Response
-) -> BatchOut:
+async def predict_batch(batch: BatchIn, service: ServiceDep, response: Response) -> BatchOut:
     """Predict many compounds in one model call; a bad item gets its own error, not the batch.
 
     The ``Server-Timing`` header gives the milliseconds spent validating items and building
     features (``featurize``) and running the model (``model``).
     """
+    settings = service.settings
     if len(batch.items) > settings.max_batch_size:
         raise BatchTooLargeError(
             f"batch has {len(batch.items)} items; at most {settings.max_batch_size} allowed"
@@ -101,7 +98,7 @@ async def predict_batch(
     timer = StageTimer()
     # A worker thread: a thousand parses would hold the event loop for tens of milliseconds.
     out = await run_in_threadpool(
-        _predict_items, batch.items, predictor, settings.formula_limits, timer
+        _predict_items, batch.items, service.predictor, settings.formula_limits, timer
     )
     response.headers[SERVER_TIMING] = _server_timing(timer)
     return out
