@@ -100,6 +100,7 @@ def test_batched_form_of_nothing_is_empty() -> None:
         ("Li1000000000O", "1e+09 atoms; at most 1000 allowed"),
         ("H1e400", "amount of H is not a finite number"),
         ("He0.0000001", "below the minimum"),
+        ("Fe0.0005O0.0002", "amount of O (0.0002) is below the minimum 0.001"),
     ],
 )
 def test_invalid_formulas_are_refused_with_a_precise_message(formula: str, message: str) -> None:

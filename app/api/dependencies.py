@@ -1,9 +1,9 @@
 """The typed dependency through which routes reach the loaded model and the settings.
 
 One dependency, not one per object: FastAPI resolves each dependency of a route on every
-request, and on ``POST /predict`` a second one cost about a tenth of the whole request
-(docs/benchmarks.md). It is ``async def`` on purpose: FastAPI runs a plain ``def``
-dependency in its thread pool, and that hand-over costs more than the function does.
+request, and a second one cost ``POST /predict`` about 20 µs (docs/benchmarks.md). It is
+``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, and that
+hand-over costs more than the function does.
 """
 
 from __future__ import annotations
