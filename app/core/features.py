@@ -234,14 +234,11 @@ def _reduce(
 
 
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _parse_stripped(
-    formula: str, limits: FormulaLimits
-) -> tuple[str, tuple[tuple[str, float], ...]]:
-    # Cached, so it returns immutable values; only successful parses are cached.
+def _parse_stripped(formula: str, max_elements: int) -> tuple[str, tuple[tuple[str, float], ...]]:
+    # Cached, so it returns immutable values; only successful parses are cached. Keyed on the
+    # one limit it applies, an int, whose hash is cheaper than a FormulaLimits's.
     written = _check_symbols(formula)
-    reduced_formula, amounts = _reduce(
-        formula, written, _parse_composition(formula), limits.max_elements
-    )
+    reduced_formula, amounts = _reduce(formula, written, _parse_composition(formula), max_elements)
     return reduced_formula, tuple(amounts.items())
 
 
@@ -274,7 +271,7 @@ def parse_formula(
         raise InvalidFormulaError(
             f"formula is {len(stripped)} characters long; at most {limits.max_length} allowed"
         )
-    reduced_formula, amounts = _parse_stripped(stripped, limits)
+    reduced_formula, amounts = _parse_stripped(stripped, limits.max_elements)
     return reduced_formula, dict(amounts)
 
 
