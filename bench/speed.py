@@ -6,8 +6,9 @@ Targets are reported as met or not; they do not change the exit status, because 
 on the machine.
 
 Latency is measured with ``wrk`` (install it: ``apt-get install wrk`` or ``brew install wrk``)
-against a real uvicorn serving `bench.floor_app`, the service plus two endpoints that do no work.
-A load generator written in Python would spend more time per request than the server does.
+against two real uvicorn servers side by side: the unmodified service answers ``/predict``, and
+`bench.floor_app`, the service plus two endpoints that do no work, answers the floor. A load
+generator written in Python would spend more time per request than the server does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from app.config import DEFAULT_MODEL_DIR
 from app.core.features import parse_compound, vectorize
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
-from bench.floor_app import FLOOR_PATH, SAME_SIGNATURE_PATH
+from bench.floor_app import FLOOR_APP, FLOOR_PATH, SAME_SIGNATURE_PATH
 from bench.server import (
     REPO_ROOT,
     SERVICE_APP,
@@ -106,20 +107,21 @@ class Endpoint:
     """A row of the latency table: what wrk sends where."""
 
     label: str
+    app: str  # the uvicorn app serving it: FLOOR_APP or SERVICE_APP
     path: str
     mode: str  # "known" or "new": see bench/wrk_post.lua
 
 
 ENDPOINTS = (
-    Endpoint("floor: `POST /floor` (no work)", FLOOR_PATH, "known"),
-    Endpoint("`POST /floor/same-signature`", SAME_SIGNATURE_PATH, "known"),
-    Endpoint("`POST /predict`, 24 known formulas", "/predict", "known"),
-    Endpoint("`POST /predict`, a new formula each time", "/predict", "new"),
+    Endpoint("floor: `POST /floor` (no work)", FLOOR_APP, FLOOR_PATH, "known"),
+    Endpoint("`POST /floor/same-signature`", FLOOR_APP, SAME_SIGNATURE_PATH, "known"),
+    Endpoint("`POST /predict`, 24 known formulas", SERVICE_APP, "/predict", "known"),
+    Endpoint("`POST /predict`, a new formula each time", SERVICE_APP, "/predict", "new"),
 )
 
 
 def _wrk(
-    base_url: str, endpoint: Endpoint, concurrency: int, seconds: float, offset: int
+    base_urls: Mapping[str, str], endpoint: Endpoint, concurrency: int, seconds: float, offset: int
 ) -> WrkRun:
     command = [
         "wrk",
@@ -130,7 +132,7 @@ def _wrk(
         "10s",
         "-s",
         str(WRK_SCRIPT),
-        base_url,
+        base_urls[endpoint.app],
         "--",
         endpoint.path,
         endpoint.mode,
@@ -274,15 +276,23 @@ def _offsets() -> Iterator[int]:
 
 def latency(
     report: Report,
-    base_url: str,
+    base_urls: Mapping[str, str],
     levels: Sequence[int],
     rounds: int,
     seconds: float,
 ) -> None:
-    """Wrk against the floor and ``/predict``, alternating, at each concurrency level."""
+    """Wrk against the floor and ``/predict``, alternating, at each concurrency level.
+
+    Args:
+        report: Receives the table and the targets.
+        base_urls: Where each app of `ENDPOINTS` is served.
+        levels: Concurrency levels.
+        rounds: wrk runs per endpoint and level.
+        seconds: Length of one wrk run.
+    """
     offsets = _offsets()
     for endpoint in ENDPOINTS:  # warm-up: the first requests of a process are slower
-        _wrk(base_url, endpoint, 4, 1, next(offsets) if endpoint.mode == "new" else 0)
+        _wrk(base_urls, endpoint, 4, 1, next(offsets) if endpoint.mode == "new" else 0)
     report.add(
         "",
         f"### Latency: wrk, 1 thread, {rounds} rounds of {seconds:g} s per row, alternating",
@@ -297,7 +307,7 @@ def latency(
         for _ in range(rounds):
             for endpoint in ENDPOINTS:
                 offset = next(offsets) if endpoint.mode == "new" else 0
-                runs[endpoint].append(_wrk(base_url, endpoint, concurrency, seconds, offset))
+                runs[endpoint].append(_wrk(base_urls, endpoint, concurrency, seconds, offset))
         floor_p50 = statistics.median(run.p50_us for run in runs[ENDPOINTS[0]])
         for endpoint, endpoint_runs in runs.items():
             p50 = statistics.median(run.p50_us for run in endpoint_runs)
@@ -426,11 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     featurizer_and_model(report, args.model_dir, args.quick)
     cold_start(report, args.model_dir, args.cold_starts)
-    with running_server(args.model_dir, app="bench.floor_app:app") as server:
-        latency(report, server.base_url, args.concurrency, args.rounds, args.seconds)
-        batches(report, server.base_url, args.batch_repeats)
-        rss = psutil.Process(server.process.pid).memory_info().rss / MIB
-    report.add("", f"Resident memory of the benchmarked server at the end: {rss:.0f} MiB.")
+    with (
+        running_server(args.model_dir) as service,
+        running_server(args.model_dir, app=FLOOR_APP) as floor,
+    ):
+        base_urls = {SERVICE_APP: service.base_url, FLOOR_APP: floor.base_url}
+        latency(report, base_urls, args.concurrency, args.rounds, args.seconds)
+        batches(report, service.base_url, args.batch_repeats)
+        rss = psutil.Process(service.process.pid).memory_info().rss / MIB
+    report.add("", f"Resident memory of the benchmarked service at the end: {rss:.0f} MiB.")
     report.add("", "### Targets", "", "| target | measured | met |", "| --- | --- | --- |")
     for name, measured, met in report.targets:
         report.add(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
