@@ -11,10 +11,11 @@ model, through the same middleware, and answer a constant:
 Served as ``uvicorn bench.floor_app:app`` next to the unmodified service, which answers the
 ``/predict`` requests of the benchmark; never part of the service. The two must not share one
 app: FastAPI matches a request against the included routers in order, and every router it
-passes costs the request time (about 10 µs in an in-process loop, several times that through
-uvicorn). So the router of these endpoints takes the place the service gives the router of
-``/predict``, and ``/floor`` is found exactly as fast as ``/predict`` is in the service. In this
-app ``/predict`` sits one router further and must not be measured here.
+passes costs the request time (about 8 µs in an in-process loop for a router of two routes,
+docs/benchmarks.md). So the router of these endpoints takes the place the service gives the
+router of ``/predict``: ``/floor`` is found exactly as fast as ``/predict`` is in the service,
+and ``/floor/same-signature``, second in the router, after one more route match. In this app
+``/predict`` sits one router further and must not be measured here.
 """
 
 from __future__ import annotations
