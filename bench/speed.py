@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,10 +39,7 @@ from bench.floor_app import FLOOR_APP, FLOOR_PATH, SAME_SIGNATURE_PATH
 from bench.server import (
     REPO_ROOT,
     SERVICE_APP,
-    free_port,
     running_server,
-    start_server,
-    wait_until_healthy,
 )
 
 MIB = 1024 * 1024
@@ -241,16 +237,10 @@ def cold_start(report: Report, model_dir: Path, runs: int) -> None:
     timings = []
     rss = []
     for _ in range(runs):
-        port = free_port()
         started = time.perf_counter()
-        process = start_server(port, env={"MAGORDER_MODEL_DIR": str(model_dir)})
-        try:
-            wait_until_healthy(process, f"http://127.0.0.1:{port}", timeout_s=120)
+        with running_server(model_dir) as server:
             timings.append(time.perf_counter() - started)
-            rss.append(psutil.Process(process.pid).memory_info().rss / MIB)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            rss.append(psutil.Process(server.process.pid).memory_info().rss / MIB)
     report.add(
         "",
         f"### Cold start: `uvicorn {SERVICE_APP}` started to first `/health` 200",
