@@ -6,8 +6,10 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 CONSTRAINTS := constraints.txt
+# The snapshot the bundled model is trained on (not part of the repository).
+DATA ?= ../shared/data/mp_magnetic_ordering.csv
 
-.PHONY: serve test lint typecheck unit bench bench-quick load-test placeholder lock clean
+.PHONY: serve test lint typecheck unit bench bench-quick load-test model lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +19,13 @@ $(VENV)/.installed-serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install -c $(CONSTRAINTS) -e .
 	touch $@
 
+$(VENV)/.installed-train: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install -c $(CONSTRAINTS) -e '.[train,fetch]'
+	touch $@ $(VENV)/.installed-serve
+
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
-	touch $@ $(VENV)/.installed-serve
+	touch $@ $(VENV)/.installed-serve $(VENV)/.installed-train
 
 ## serve: set up and run the service on the committed model (http://$(HOST):$(PORT))
 serve: $(VENV)/.installed-serve
@@ -51,9 +57,9 @@ bench-quick: $(VENV)/.installed-dev
 load-test: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.load_test
 
-## placeholder: re-export the untrained placeholder model into artifacts/model
-placeholder: $(VENV)/.installed-serve
-	$(BIN)/python -m model_training placeholder
+## model: train and score every model on $(DATA), write the model card, export the bundled model
+model: $(VENV)/.installed-train
+	$(BIN)/python -m model_training evaluate --data $(DATA) --model-dir artifacts/model
 
 ## lock: re-resolve the newest allowed versions and record them in constraints.txt
 lock:

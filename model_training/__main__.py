@@ -3,20 +3,117 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.config import DEFAULT_MODEL_DIR
+logger = logging.getLogger("model_training")
+
+DEFAULT_RUN_DIR = Path("runs") / "latest"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="snapshot CSV to train on")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=DEFAULT_RUN_DIR,
+        help=f"where the split (record ids) and full metrics go (default: {DEFAULT_RUN_DIR})",
+    )
+    parser.add_argument(
+        "--split",
+        type=Path,
+        default=None,
+        help="reuse a split.csv written by an earlier run instead of drawing a new one",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=["auto", "tpu", "gpu", "cpu"],
+        default="auto",
+        help="tf.distribute strategy: auto picks a TPU, then GPUs, then the CPU (default: auto)",
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=None, help="most epochs (default: 60)"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="rows per step (default 256)"
+    )
+    parser.add_argument(
+        "--ensemble-size",
+        type=_positive_int,
+        default=None,
+        help="networks averaged in the exported model (default: 3 for magorder)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of split, weights and shuffle")
+    parser.add_argument("--version", default="1.0.0", help="version of the exported model")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no per-epoch Keras output, only stage lines"
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model_training",
-        description="Train and export magorder models.",
+        description="Fetch Materials Project data, train, evaluate and export magorder models.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    fetch = commands.add_parser(
+        "fetch", help="download a snapshot from the Materials Project (needs MP_API_KEY)"
+    )
+    fetch.add_argument("--output", type=Path, required=True, help="snapshot CSV to write")
+
+    train = commands.add_parser(
+        "train", help="train one network, calibrate it and export it (no baselines)"
+    )
+    _add_training_options(train)
+    train.add_argument(
+        "--preset", choices=["magorder", "seed"], default="magorder", help="architecture"
+    )
+    train.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs") / "model",
+        help="model directory to export to (default: runs/model)",
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="train the baselines, the seed preset and magorder on one grouped split, score "
+        "them all, write the model card and export magorder",
+    )
+    _add_training_options(evaluate)
+    evaluate.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("runs") / "model",
+        help="where to export magorder and its MODEL_CARD.md (default: runs/model; the "
+        "bundled model is artifacts/model)",
+    )
+    evaluate.add_argument(
+        "--seed-epochs",
+        type=_positive_int,
+        default=None,
+        help="most epochs of the seed preset (default 20)",
+    )
+    evaluate.add_argument(
+        "--no-seed-preset", action="store_true", help="leave the study's network out"
+    )
+    evaluate.add_argument(
+        "--no-random-split", action="store_true", help="skip the random-row leakage check"
+    )
+
     placeholder = commands.add_parser(
         "placeholder",
         help="export an UNTRAINED placeholder model (random weights) for the service to start on",
@@ -24,11 +121,20 @@ def _build_parser() -> argparse.ArgumentParser:
     placeholder.add_argument(
         "--output",
         type=Path,
-        default=DEFAULT_MODEL_DIR,
-        help=f"model directory to write (default: {DEFAULT_MODEL_DIR})",
+        default=Path("runs") / "placeholder",
+        help="model directory to write (default: runs/placeholder)",
     )
     placeholder.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     return parser
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,10 +148,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from model_training.placeholder import export_placeholder  # imports TensorFlow: only here
+    _setup_logging()
+    # The stages import TensorFlow, pandas and scikit-learn: only once a command needs them.
+    from model_training import commands
+    from model_training.data import SnapshotError
+    from model_training.fetch import FetchError
+    from model_training.strategy import StrategyUnavailableError
 
-    model_dir = export_placeholder(args.output, seed=args.seed)
-    print(f"exported untrained placeholder model to {model_dir}")
+    command_line = "python -m model_training " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    try:
+        if args.command == "fetch":
+            result = commands.fetch(args.output)
+            print(f"wrote {result.rows} materials to {result.snapshot} (card: {result.data_card})")
+        elif args.command == "train":
+            summary = commands.train(args)
+            print(json.dumps(summary, indent=2))
+        elif args.command == "evaluate":
+            print(commands.evaluate(args, command_line=command_line))
+        else:
+            from model_training.placeholder import export_placeholder
+
+            model_dir = export_placeholder(args.output, seed=args.seed)
+            print(f"exported untrained placeholder model to {model_dir}")
+    except (FetchError, SnapshotError, StrategyUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,7 +1,8 @@
-"""The network: derived composition features computed inside the model, then an MLP.
+"""The networks: derived composition features computed inside the model, then a classifier.
 
-The model takes the raw 119-vector of `app.core.features`, so the API contract stays the same
-whatever features the network derives from it.
+Every model takes the raw 119-vector of `app.core.features`, so the API contract stays the same
+whatever the network derives from it. The derived features are a Keras layer, so the exported
+SavedModel carries them and the service passes only the raw vector.
 """
 
 from __future__ import annotations
@@ -9,66 +10,257 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
+import numpy.typing as npt
 
 from app.core.features import N_ELEMENTS, N_FEATURES
 from app.core.model_card import MagneticOrdering
-from model_training.config import ModelConfig
+from model_training.config import ModelConfig, Preset
+from model_training.element_properties import (
+    PROPERTY_NAMES,
+    atomic_masses,
+    charge_tables,
+    element_property_table,
+)
+
+N_CLASSES = len(MagneticOrdering)
+_FRACTION_NORMS = (2.0, 3.0, 5.0, 10.0)
+# 1 g/cm³ is 1 atomic mass unit per 1.66054 Å³.
+_CUBIC_ANGSTROM_PER_AMU_AT_UNIT_DENSITY = 1.66054
+_STATISTICS = ("mean", "std", "min", "max")
+_OXYGEN, _FLUORINE = 7, 8  # feature indices (Z - 1)
+_CHARGE_BALANCE_FEATURES = (
+    "tm_oxidation_state",
+    "tm_d_electrons",
+    "tm_unpaired_d",
+    "tm_closed_shell",
+    "has_variable_cation",
+    "variable_cation_fraction",
+    "charge_residual_per_atom",
+)
+
+
+def derived_feature_names() -> tuple[str, ...]:
+    """Name every column `CompositionFeatures` produces, in order."""
+    from app.core.features import element_symbols
+
+    return (
+        *(f"fraction_{symbol}" for symbol in element_symbols()),
+        *(f"{stat}_{name}" for stat in _STATISTICS for name in PROPERTY_NAMES),
+        "density",
+        "log_density",
+        "volume_per_atom",
+        "log_atoms_in_formula",
+        "n_elements",
+        "max_fraction",
+        *(f"fraction_norm_{p:g}" for p in _FRACTION_NORMS),
+        *_CHARGE_BALANCE_FEATURES,
+    )
 
 
 @keras.saving.register_keras_serializable(package="magorder")
-class CompositionEncoder(keras.layers.Layer):  # type: ignore[misc]
-    """Turns the raw vector into element fractions plus standardised density.
+class CompositionFeatures(keras.layers.Layer):  # type: ignore[misc]
+    """Turns the raw vector into chemistry a network can learn from.
 
-    Counts depend on how a formula is written down (Fe2O3 has 5 atoms, Fe2O3·H2O more);
-    fractions describe the chemistry whatever the formula unit.
+    Counts depend on how a formula is written down (``Fe2O3`` has 5 atoms, ``Fe2O3·H2O``
+    more); fractions describe the chemistry whatever the formula unit. Fraction-weighted
+    statistics of element properties (Magpie-style) let the network generalise across
+    elements with similar chemistry, and the volume per atom, from density and mass, says how
+    close the atoms sit, which decides whether moments couple. A charge-balance estimate
+    of the transition metals' oxidation state gives their d-electron count: d0 and d10 ions
+    (Ti4+ in CaTiO3, Zr4+ in ZrO2, Zn2+) carry no moment, whatever the element.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        table = element_property_table()
+        self._properties = keras.ops.convert_to_tensor(table)
+        self._properties_squared = keras.ops.convert_to_tensor(np.square(table))
+        self._masses = keras.ops.convert_to_tensor(atomic_masses()[:, None])
+        charges = charge_tables()
+        self._charge_with_oxygen = keras.ops.convert_to_tensor(charges.charge_with_oxygen)
+        self._charge_without_oxygen = keras.ops.convert_to_tensor(charges.charge_without_oxygen)
+        self._variable = keras.ops.convert_to_tensor(charges.variable)
+        self._valence = keras.ops.convert_to_tensor(charges.valence_electrons)
+
+    def _charge_balance(self, counts: Any, total: Any) -> list[Any]:
+        """Oxidation state and d-electron count of the variable cations, by charge balance.
+
+        Anions and fixed-charge cations take their typical charges (which depend on whether
+        O or F is present: S is -2 in FeS2 but +6 in FeSO4); the variable cations (the
+        transition metals, the actinides) share what is left equally.
+        """
+        ops = keras.ops
+        oxidising = (counts[:, _OXYGEN : _OXYGEN + 1] + counts[:, _FLUORINE : _FLUORINE + 1]) > 0
+        charges = ops.where(oxidising, self._charge_with_oxygen, self._charge_without_oxygen)
+        negative = ops.sum(counts * ops.relu(-charges), axis=-1, keepdims=True)
+        positive = ops.sum(counts * ops.relu(charges), axis=-1, keepdims=True)
+        n_variable = ops.sum(counts * self._variable, axis=-1, keepdims=True)
+        has_variable = n_variable > 0
+        safe_n = ops.maximum(n_variable, 1e-6)
+        oxidation = ops.where(has_variable, (negative - positive) / safe_n, 0.0)
+        valence = ops.sum(counts * self._valence, axis=-1, keepdims=True) / safe_n
+        d_electrons = ops.where(has_variable, ops.clip(valence - oxidation, 0.0, 10.0), 0.0)
+        closed = ops.logical_and(has_variable, ops.logical_or(d_electrons < 0.5, d_electrons > 9.5))
+        residual = ops.where(has_variable, 0.0, (negative - positive) / total)
+        return [
+            oxidation,
+            d_electrons,
+            ops.minimum(d_electrons, 10.0 - d_electrons),
+            ops.cast(closed, "float32"),
+            ops.cast(has_variable, "float32"),
+            n_variable / total,
+            residual,
+        ]
+
+    def call(self, features: Any) -> Any:
+        """Map ``(n, 119)`` raw features to ``(n, len(derived_feature_names()))``."""
+        ops = keras.ops
+        counts = ops.maximum(features[:, :N_ELEMENTS], 0.0)
+        density = ops.maximum(features[:, N_ELEMENTS:], 1e-3)
+        total = ops.maximum(ops.sum(counts, axis=-1, keepdims=True), 1e-6)
+        fractions = counts / total
+        present = counts > 0
+        mean = ops.matmul(fractions, self._properties)
+        variance = ops.matmul(fractions, self._properties_squared) - ops.square(mean)
+        std = ops.sqrt(ops.maximum(variance, 0.0) + 1e-6)
+        present_3d = ops.expand_dims(present, -1)
+        table = ops.expand_dims(self._properties, 0)
+        big = 1e6
+        minimum = ops.min(ops.where(present_3d, table, big), axis=1)
+        maximum = ops.max(ops.where(present_3d, table, -big), axis=1)
+        mass_per_atom = ops.matmul(fractions, self._masses)
+        volume_per_atom = mass_per_atom * _CUBIC_ANGSTROM_PER_AMU_AT_UNIT_DENSITY / density
+        norms = [
+            ops.power(ops.sum(ops.power(fractions, p), axis=-1, keepdims=True), 1.0 / p)
+            for p in _FRACTION_NORMS
+        ]
+        return ops.concatenate(
+            [
+                fractions,
+                mean,
+                std,
+                minimum,
+                maximum,
+                density,
+                ops.log(density),
+                volume_per_atom,
+                ops.log(total),
+                ops.sum(ops.cast(present, "float32"), axis=-1, keepdims=True),
+                ops.max(fractions, axis=-1, keepdims=True),
+                *norms,
+                *self._charge_balance(counts, total),
+            ],
+            axis=-1,
+        )
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """Return ``(n, number of derived features)``."""
+        return (input_shape[0], len(derived_feature_names()))
+
+
+@keras.saving.register_keras_serializable(package="magorder")
+class TemperatureSoftmax(keras.layers.Layer):  # type: ignore[misc]
+    """Softmax of logits divided by a fixed temperature (fitted on validation data).
 
     Args:
-        density_mean: Mean training density in g/cm³.
-        density_std: Standard deviation of the training density in g/cm³.
+        temperature: Above 1 softens over-confident probabilities, below 1 sharpens them.
         **kwargs: Passed to `keras.layers.Layer`.
     """
 
-    def __init__(self, *, density_mean: float, density_std: float, **kwargs: Any) -> None:
+    def __init__(self, *, temperature: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.density_mean = density_mean
-        self.density_std = density_std
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature=}")
+        self.temperature = float(temperature)
 
-    def call(self, features: Any) -> Any:
-        """Map ``(n, 119)`` raw features to ``(n, 119)`` fractions and scaled density."""
-        counts = features[:, :N_ELEMENTS]
-        total = keras.ops.sum(counts, axis=-1, keepdims=True)
-        fractions = counts / keras.ops.maximum(total, 1e-6)
-        density = (features[:, N_ELEMENTS:] - self.density_mean) / self.density_std
-        return keras.ops.concatenate([fractions, density], axis=-1)
+    def call(self, logits: Any) -> Any:
+        """Return probabilities of shape ``(n, classes)``."""
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         """Return the layer's configuration for Keras serialisation."""
-        return {
-            **super().get_config(),
-            "density_mean": self.density_mean,
-            "density_std": self.density_std,
-        }
+        return {**super().get_config(), "temperature": self.temperature}
 
 
-def build_model(config: ModelConfig) -> keras.Model:
-    """Build the (untrained) classifier.
+def derived_features(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Compute the derived features of raw vectors outside a model, e.g. for baselines.
 
     Args:
-        config: Shape of the network and its density scaling.
+        features: ``(n, 119)`` raw feature matrix.
 
     Returns:
-        A Keras model mapping ``(n, 119)`` float32 features to ``(n, 4)`` probabilities,
-        columns in `MagneticOrdering` order.
+        ``(n, len(derived_feature_names()))`` float32 matrix, exactly what the network sees
+        before standardisation.
+    """
+    return np.asarray(CompositionFeatures()(features), dtype=np.float32)
+
+
+def build_logits_model(
+    config: ModelConfig,
+    *,
+    feature_mean: npt.NDArray[np.float32] | None = None,
+    feature_variance: npt.NDArray[np.float32] | None = None,
+) -> keras.Model:
+    """Build an untrained network from raw features to class logits.
+
+    Args:
+        config: The architecture and its size.
+        feature_mean: Training-split mean of each derived feature (``magorder`` preset), baked
+            into the model as its standardisation; zeros when omitted.
+        feature_variance: Training-split variance of each derived feature; ones when omitted.
+
+    Returns:
+        A Keras model mapping ``(n, 119)`` float32 features to ``(n, 4)`` logits, columns in
+        `MagneticOrdering` order.
     """
     keras.utils.set_random_seed(config.seed)
     features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    x = CompositionEncoder(
-        density_mean=config.density_mean, density_std=config.density_std, name="encoder"
-    )(features)
-    for i, units in enumerate(config.hidden_units):
-        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
-        x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
-    probabilities = keras.layers.Dense(
-        len(MagneticOrdering), activation="softmax", name="probabilities"
-    )(x)
-    return keras.Model(features, probabilities, name="magorder")
+    if config.preset is Preset.SEED:
+        # The study's network, as it was: the raw vector straight into a deep SiLU stack.
+        x = features
+        for i, units in enumerate(config.hidden_units):
+            x = keras.layers.Dense(units, activation="silu", name=f"hidden_{i}")(x)
+    else:
+        n_derived = len(derived_feature_names())
+        mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
+        variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
+        x = CompositionFeatures(name="composition")(features)
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+        for i, units in enumerate(config.hidden_units):
+            x = keras.layers.Dense(units, name=f"hidden_{i}")(x)
+            x = keras.layers.LayerNormalization(name=f"norm_{i}")(x)
+            x = keras.layers.Activation("gelu", name=f"gelu_{i}")(x)
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    logits = keras.layers.Dense(N_CLASSES, name="logits")(x)
+    # Unique per seed: ensemble members live side by side in one exported model.
+    return keras.Model(features, logits, name=f"{config.preset}_seed{config.seed}")
+
+
+def with_probabilities(logits_model: keras.Model, temperature: float = 1.0) -> keras.Model:
+    """Wrap a logits model into the served model: raw features to calibrated probabilities.
+
+    Args:
+        logits_model: A model from `build_logits_model`, trained.
+        temperature: The calibration temperature.
+
+    Returns:
+        A model mapping ``(n, 119)`` features to ``(n, 4)`` probabilities that sum to 1.
+    """
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    probabilities = TemperatureSoftmax(temperature=temperature, name="probabilities")(
+        logits_model(features)
+    )
+    return keras.Model(features, probabilities, name="magorder_served")
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """Build an untrained served model (placeholder and tests): features to probabilities.
+
+    Args:
+        config: The architecture and its size.
+
+    Returns:
+        A Keras model mapping ``(n, 119)`` float32 features to ``(n, 4)`` probabilities.
+    """
+    return with_probabilities(build_logits_model(config))

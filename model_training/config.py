@@ -1,27 +1,46 @@
-"""Configuration of the network, frozen and written beside every exported model."""
+"""Configurations of the network and of its training, frozen and written beside every model."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
+
+
+class Preset(StrEnum):
+    """Network architectures the trainer can build.
+
+    * ``magorder``: derived composition features (fractions, fraction-weighted element
+      properties, volume per atom) computed in the graph, standardised, then a small MLP.
+    * ``seed``: the original study's network, 40 x 256 SiLU layers on the raw 119-vector,
+      kept as a reference to compare against.
+    """
+
+    MAGORDER = "magorder"
+    SEED = "seed"
+
+
+SEED_PRESET_DEPTH = 40
+SEED_PRESET_WIDTH = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
-    """Shape of the network and the density scaling baked into it.
+    """Shape of the network.
 
     Attributes:
+        preset: Which architecture to build; ``seed`` ignores ``hidden_units`` and ``dropout``.
         hidden_units: Width of each hidden layer.
         dropout: Dropout rate after each hidden layer.
-        density_mean: Mean density of the training split, g/cm³ (used to standardise).
-        density_std: Standard deviation of the training-split density, g/cm³.
-        seed: Seed of the weight initialisation.
+        ensemble_size: Networks trained with different seeds whose logits the served model
+            averages; averaging cancels part of each one's variance.
+        seed: Seed of the weight initialisation (member ``i`` uses ``seed + i``).
     """
 
-    hidden_units: tuple[int, ...] = (128, 64)
+    preset: Preset = Preset.MAGORDER
+    hidden_units: tuple[int, ...] = (256, 128)
     dropout: float = 0.2
-    density_mean: float = 5.0
-    density_std: float = 3.0
+    ensemble_size: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -29,8 +48,84 @@ class ModelConfig:
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout=}")
-        if self.density_std <= 0:
-            raise ValueError(f"density_std must be positive, got {self.density_std=}")
+        if self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be positive, got {self.ensemble_size=}")
+
+    @classmethod
+    def for_preset(cls, preset: Preset, *, seed: int = 0) -> ModelConfig:
+        """Return the configuration a preset is trained with by default.
+
+        Args:
+            preset: The architecture.
+            seed: Seed of the weight initialisation.
+
+        Returns:
+            The preset's configuration.
+        """
+        if preset is Preset.SEED:
+            return cls(
+                preset=preset,
+                hidden_units=(SEED_PRESET_WIDTH,) * SEED_PRESET_DEPTH,
+                dropout=0.0,
+                ensemble_size=1,
+                seed=seed,
+            )
+        return cls(preset=preset, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as JSON-ready values."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """How a network is fitted.
+
+    Attributes:
+        epochs: Most passes over the training split.
+        batch_size: Rows per gradient step (global, across replicas).
+        learning_rate: Peak learning rate of Adam (cosine decay over ``epochs``).
+        weight_decay: Decoupled weight decay of AdamW.
+        patience: Epochs without a better validation macro-F1 before training stops.
+        class_weighting: Exponent of inverse class frequency used as class weight: 0 gives
+            every row the same weight, 1 makes every class count equally.
+        label_smoothing: Label smoothing of the cross-entropy.
+        distillation: Weight of a LightGBM teacher's out-of-fold probabilities in the
+            training targets (the rest is the one-hot label); 0 trains on labels only.
+        teacher_rounds: Boosting rounds of each teacher fold.
+        warmup_epochs: Epochs before early stopping starts watching (validation macro-F1 is
+            noisy early on, and an early lucky epoch must not end training).
+
+    Seeds of initialisation, dropout and shuffling are `ModelConfig.seed`.
+    """
+
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 12
+    class_weighting: float = 0.5
+    label_smoothing: float = 0.0
+    distillation: float = 0.5
+    teacher_rounds: int = 500
+    warmup_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError(
+                f"epochs, batch_size and patience must be positive, got {self.epochs=}, "
+                f"{self.batch_size=}, {self.patience=}"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate=}")
+        if not 0.0 <= self.class_weighting <= 1.0:
+            raise ValueError(f"class_weighting must be in [0, 1], got {self.class_weighting=}")
+        if not 0.0 <= self.distillation <= 1.0:
+            raise ValueError(f"distillation must be in [0, 1], got {self.distillation=}")
+        if self.teacher_rounds < 1 or self.warmup_epochs < 0:
+            raise ValueError(f"bad {self.teacher_rounds=} or {self.warmup_epochs=}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing=}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready values."""

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
-from app.core.features import N_FEATURES
-from app.core.model_card import SAVED_MODEL_DIRNAME, ModelMetadata, hash_directory, write_metadata
+from app.core.features import (
+    DENSITY_INDEX,
+    FEATURE_LAYOUT_VERSION,
+    N_ELEMENTS,
+    N_FEATURES,
+    element_symbols,
+)
+from app.core.model_card import (
+    SAVED_MODEL_DIRNAME,
+    MagneticOrdering,
+    ModelMetadata,
+    hash_directory,
+    write_metadata,
+)
+from model_training.architecture import with_probabilities
+from model_training.data import LabelledData
+from model_training.train import TrainedNetwork
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
@@ -53,3 +72,77 @@ def export_model(model: keras.Model, metadata: ModelMetadata, model_dir: Path) -
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return model_dir
+
+
+def elements_and_density_range(
+    features: npt.NDArray[np.float32],
+) -> tuple[tuple[str, ...], tuple[float, float]]:
+    """Return the elements present in training rows and their density range.
+
+    Args:
+        features: ``(n, 119)`` raw feature matrix of the training rows.
+
+    Returns:
+        Element symbols in feature order, and the smallest and largest density in g/cm³.
+    """
+    present = np.flatnonzero(features[:, :N_ELEMENTS].max(axis=0) > 0)
+    symbols = element_symbols()
+    density = features[:, DENSITY_INDEX]
+    return tuple(symbols[i] for i in present), (float(density.min()), float(density.max()))
+
+
+def export_network(
+    network: TrainedNetwork,
+    *,
+    temperature: float,
+    train: LabelledData,
+    model_dir: Path,
+    model_version: str,
+    description: str,
+    metrics: dict[str, Any],
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """Export a trained network, with its temperature, as the served model directory.
+
+    Args:
+        network: The trained network (logits).
+        temperature: Calibration temperature built into the served probabilities.
+        train: The rows it was trained on: its elements and density range go into the card,
+            the service warns outside them.
+        model_dir: Destination; replaced if it exists.
+        model_version: Version of this model.
+        description: One paragraph for the model card.
+        metrics: Evaluation figures (``macro_f1`` first among them).
+        extra_config: More configuration to record (split, strategy, timing).
+
+    Returns:
+        ``model_dir``.
+    """
+    elements, density_range = elements_and_density_range(train.features)
+    metadata = ModelMetadata(
+        model_version=model_version,
+        trained=True,
+        description=description,
+        created_at=datetime.now(UTC),
+        feature_layout_version=FEATURE_LAYOUT_VERSION,
+        n_features=N_FEATURES,
+        classes=tuple(MagneticOrdering),
+        elements_seen=elements,
+        density_range=density_range,
+        metrics=metrics,
+        training_config={
+            "model": network.model_config.to_dict(),
+            "training": network.train_config.to_dict(),
+            "temperature": temperature,
+            "best_epochs": network.best_epochs,
+            "epochs_run": network.epochs_run,
+            "validation_macro_f1": network.validation_macro_f1,
+            "fit_seconds": round(network.seconds, 1),
+            "strategy": network.strategy,
+            **(extra_config or {}),
+        },
+        data_snapshot_sha256=train.report.sha256,
+        data_card=train.report.to_dict(),
+        tensorflow_version=tf.__version__,
+    )
+    return export_model(with_probabilities(network.logits_model, temperature), metadata, model_dir)

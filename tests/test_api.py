@@ -225,6 +225,14 @@ def test_model_card_is_served(client: TestClient) -> None:
     assert card["metrics"] == {"macro_f1": 0.5}
 
 
+def test_markdown_card_of_a_model_without_one_is_a_404(client: TestClient) -> None:
+    response = client.get("/model/card")
+    assert response.status_code == 404
+    error = _error(response)
+    assert error["type"] == "model_card_missing"
+    assert "MODEL_CARD.md" in error["message"]
+
+
 def test_unknown_routes_and_methods_get_json_errors(client: TestClient) -> None:
     assert _error(client.get("/nowhere")) == {"type": "http_error", "message": "Not Found"}
     response = client.get("/predict")

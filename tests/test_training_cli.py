@@ -40,7 +40,7 @@ def test_export_replaces_an_existing_model_and_leaves_no_staging_dirs(tmp_path: 
         ({"hidden_units": ()}, "hidden_units"),
         ({"hidden_units": (8, 0)}, "hidden_units"),
         ({"dropout": 1.0}, "dropout"),
-        ({"density_std": 0.0}, "density_std"),
+        ({"ensemble_size": 0}, "ensemble_size"),
     ],
 )
 def test_model_config_refuses_nonsense(changes: dict[str, object], message: str) -> None:

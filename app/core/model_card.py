@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 METADATA_FILENAME = "metadata.json"
 SAVED_MODEL_DIRNAME = "saved_model"
+MODEL_CARD_FILENAME = "MODEL_CARD.md"
+"""The human-readable report written beside a trained model (tables, plots, error analysis)."""
 
 
 class MagneticOrdering(StrEnum):
@@ -38,6 +40,9 @@ class ModelMetadata(BaseModel):
         density_range: Smallest and largest density in the training data, g/cm³.
         metrics: Evaluation figures (macro-F1, per-class scores, confusion matrix, baselines).
         training_config: The configuration the model was trained with.
+        data_snapshot_sha256: SHA-256 of the snapshot file the model was trained on.
+        data_card: What cleaning did to that snapshot: rows read and kept, rows dropped by
+            reason, class and label-source counts.
         tensorflow_version: TensorFlow version that exported the model.
         saved_model_sha256: Checksum of the ``saved_model/`` directory (see
             `hash_directory`), filled in by the export and verified at load.
@@ -57,6 +62,8 @@ class ModelMetadata(BaseModel):
     density_range: tuple[float, float] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
+    data_snapshot_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    data_card: dict[str, Any] = Field(default_factory=dict)
     tensorflow_version: str
     saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 

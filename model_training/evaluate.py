@@ -1,0 +1,454 @@
+"""One evaluation run: baselines, the study's network and ours, scored on the same rows.
+
+Everything the model card reports comes from one call of `run_evaluation`: the majority-class
+baseline, LightGBM on the same derived features, the ``seed`` preset and the ``magorder``
+network, all on one grouped test split; per label source, without the rule-labelled rows and
+reweighted to Materials Project's class prior; calibration before and after temperature
+scaling; the leakage gap of a random-row split; and an analysis of the errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from app.core.features import featurize, parse_formula
+from app.core.model_card import MagneticOrdering
+from model_training.baselines import GradientBoostedTrees, MajorityBaseline
+from model_training.config import ModelConfig, Preset, TrainConfig
+from model_training.data import CLASSES, RULE_LABEL_PREFIX, CleaningReport, LabelledData
+from model_training.metrics import (
+    Probabilities,
+    Scores,
+    expected_calibration_error,
+    fit_temperature,
+    prior_weights,
+    probabilities_from_logits,
+    reliability_bins,
+    score,
+)
+from model_training.split import Split, SplitKind, split_data
+from model_training.train import TrainedNetwork, fit_network
+
+logger = logging.getLogger(__name__)
+
+WELL_KNOWN_COMPOUNDS: tuple[tuple[str, float, str], ...] = (
+    ("CaTiO3", 4.04, "NM"),
+    ("ZrO2", 5.68, "NM"),
+    ("MgAl2O4", 3.58, "NM"),
+    ("CdS", 4.82, "NM"),
+    ("Ag", 10.49, "NM"),
+    ("Si", 2.33, "NM"),
+    ("NaCl", 2.16, "NM"),
+    ("Al2O3", 3.99, "NM"),
+    ("TiO2", 4.23, "NM"),
+    ("GaAs", 5.32, "NM"),
+    ("Cu", 8.96, "NM"),
+    ("Fe", 7.87, "FM"),
+    ("Co", 8.90, "FM"),
+    ("Ni", 8.91, "FM"),
+    ("CrO2", 4.89, "FM"),
+    ("Fe3O4", 5.17, "FiM"),
+    ("NiO", 6.67, "AFM"),
+    ("MnO", 5.37, "AFM"),
+    ("Cr2O3", 5.22, "AFM"),
+)
+"""Textbook compounds with a density and the ordering known from experiment."""
+
+ERROR_SAMPLE_SIZE = 25
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's figures on the test rows.
+
+    Attributes:
+        name: Short name (``majority``, ``lightgbm``, ``seed``, ``magorder``).
+        description: What the model is, in a few words.
+        test: Scores on every test row.
+        by_label_source: Scores on the test rows of each ``label_source``.
+        without_rule_labels: Scores on the test rows whose label is not a ``rule_*`` label.
+        mp_prior: Scores with rows reweighted to Materials Project's class prior.
+        probabilities: ``(n_test, 4)`` test probabilities.
+    """
+
+    name: str
+    description: str
+    test: Scores
+    by_label_source: dict[str, Scores]
+    without_rule_labels: Scores
+    mp_prior: Scores
+    probabilities: Probabilities = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration of the ``magorder`` network on the test rows.
+
+    Attributes:
+        temperature: Fitted on the validation rows; the exported model divides logits by it.
+        ece_before: Expected calibration error of the plain softmax.
+        ece_after: Expected calibration error after temperature scaling.
+        bins_before: Reliability bins (confidence, accuracy, rows) before scaling.
+        bins_after: Reliability bins after scaling.
+    """
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    bins_before: list[tuple[float, float, int]]
+    bins_after: list[tuple[float, float, int]]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one evaluation run measured, for the model card and the export.
+
+    Attributes:
+        data: What cleaning did to the snapshot.
+        split_sizes: Rows and formulas in each part of the grouped split.
+        results: Every model's figures, baselines first, ``magorder`` last.
+        calibration: Temperature scaling of ``magorder``.
+        leakage: Test macro-F1 of models on the grouped and on a random-row split.
+        errors: A sample of ``magorder``'s misclassified test rows.
+        error_summary: What the misclassified rows have in common.
+        well_known: ``magorder``'s answers for textbook compounds.
+        network: The trained ``magorder`` network.
+    """
+
+    data: CleaningReport
+    split_sizes: dict[str, dict[str, int]]
+    results: list[ModelResult]
+    calibration: Calibration
+    leakage: dict[str, dict[str, float]]
+    errors: pd.DataFrame
+    error_summary: dict[str, Any]
+    well_known: list[dict[str, Any]]
+    network: TrainedNetwork = field(repr=False)
+
+    def result(self, name: str) -> ModelResult:
+        """Return the result of the model called ``name``."""
+        return next(result for result in self.results if result.name == name)
+
+
+def _score_model(
+    name: str, description: str, test: LabelledData, probabilities: Probabilities
+) -> ModelResult:
+    predicted = probabilities.argmax(axis=1)
+    sources = test.rows["label_source"].to_numpy()
+    by_source = {
+        str(source): score(test.labels[sources == source], predicted[sources == source])
+        for source in sorted(set(sources))
+    }
+    exact = ~test.rows["label_source"].str.startswith(RULE_LABEL_PREFIX).to_numpy()
+    result = ModelResult(
+        name=name,
+        description=description,
+        test=score(test.labels, predicted),
+        by_label_source=by_source,
+        without_rule_labels=score(test.labels[exact], predicted[exact]),
+        mp_prior=score(test.labels, predicted, sample_weight=prior_weights(test.labels)),
+        probabilities=probabilities,
+    )
+    per_class = ", ".join(f"{c} {s.f1:.3f}" for c, s in result.test.per_class.items())
+    logger.info(
+        "%-9s test macro-F1 %.4f (F1 %s), accuracy %.4f",
+        name,
+        result.test.macro_f1,
+        per_class,
+        result.test.accuracy,
+    )
+    return result
+
+
+def _split_sizes(data: LabelledData, split: Split) -> dict[str, dict[str, int]]:
+    return {
+        name: {
+            "rows": len(positions),
+            "formulas": int(data.rows["reduced_formula"].iloc[positions].nunique()),
+        }
+        for name, positions in (
+            ("train", split.train),
+            ("validation", split.validation),
+            ("test", split.test),
+        )
+    }
+
+
+def _calibrate(
+    network: TrainedNetwork, validation: LabelledData, test: LabelledData
+) -> Calibration:
+    temperature = fit_temperature(network.logits(validation.features), validation.labels)
+    test_logits = network.logits(test.features)
+    before = probabilities_from_logits(test_logits)
+    after = probabilities_from_logits(test_logits, temperature)
+    calibration = Calibration(
+        temperature=temperature,
+        ece_before=expected_calibration_error(before, test.labels),
+        ece_after=expected_calibration_error(after, test.labels),
+        bins_before=reliability_bins(before, test.labels),
+        bins_after=reliability_bins(after, test.labels),
+    )
+    logger.info(
+        "temperature %.3f: test ECE %.4f before, %.4f after",
+        temperature,
+        calibration.ece_before,
+        calibration.ece_after,
+    )
+    return calibration
+
+
+def analyse_errors(
+    data: LabelledData,
+    test_positions: npt.NDArray[np.int64],
+    probabilities: Probabilities,
+    *,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Sample the misclassified test rows and summarise what they share.
+
+    Args:
+        data: All clean rows (to know which formulas carry several labels).
+        test_positions: Positions of the test rows in ``data``.
+        probabilities: The model's ``(n_test, 4)`` probabilities for them.
+        seed: Seed of the sample.
+
+    Returns:
+        A sample of misclassified rows (formula, density, label, source, prediction,
+        confidence) and a summary: the most common confusions, the error rate by label source,
+        by number of elements and by element, and the share of errors on formulas whose
+        polymorphs carry different labels.
+    """
+    test = data.subset(test_positions)
+    predicted = probabilities.argmax(axis=1)
+    wrong = predicted != test.labels
+    rows = test.rows.assign(
+        label=[str(CLASSES[i]) for i in test.labels],
+        predicted=[str(CLASSES[i]) for i in predicted],
+        confidence=probabilities.max(axis=1).round(3),
+        wrong=wrong,
+    )
+    labels_per_formula = data.rows.groupby("reduced_formula")["ordering"].nunique()
+    rows["ambiguous_formula"] = rows["reduced_formula"].map(labels_per_formula).gt(1).to_numpy()
+    rows["n_elements"] = [len(parse_formula(f)[1]) for f in rows["reduced_formula"]]
+    confusions = (
+        rows[rows["wrong"]].groupby(["label", "predicted"]).size().sort_values(ascending=False)
+    )
+    element_rows = [
+        (symbol, is_wrong)
+        for formula, is_wrong in zip(rows["reduced_formula"], rows["wrong"], strict=True)
+        for symbol in parse_formula(formula)[1]
+    ]
+    by_element = (
+        pd.DataFrame(element_rows, columns=["element", "wrong"])
+        .groupby("element")["wrong"]
+        .agg(["mean", "size"])
+    )
+    frequent = by_element[by_element["size"] >= 50].sort_values("mean", ascending=False)
+    summary = {
+        "test_rows": len(rows),
+        "errors": int(wrong.sum()),
+        "top_confusions": [
+            {"label": label, "predicted": pred, "rows": int(count)}
+            for (label, pred), count in confusions.head(6).items()
+        ],
+        "error_rate_by_label_source": {
+            str(k): round(float(v), 4)
+            for k, v in rows.groupby("label_source")["wrong"].mean().items()
+        },
+        "error_rate_by_n_elements": {
+            int(k): round(float(v), 4)
+            for k, v in rows.groupby("n_elements")["wrong"].mean().items()
+        },
+        "worst_elements": {str(k): round(float(v), 4) for k, v in frequent["mean"].head(8).items()},
+        "best_elements": {str(k): round(float(v), 4) for k, v in frequent["mean"].tail(8).items()},
+        "error_rate_ambiguous_formulas": round(
+            float(rows.loc[rows["ambiguous_formula"], "wrong"].mean()), 4
+        )
+        if rows["ambiguous_formula"].any()
+        else None,
+        "error_rate_other_formulas": round(
+            float(rows.loc[~rows["ambiguous_formula"], "wrong"].mean()), 4
+        ),
+        "share_of_test_rows_ambiguous": round(float(rows["ambiguous_formula"].mean()), 4),
+    }
+    misclassified = rows[rows["wrong"]]
+    sample = misclassified.sample(
+        n=min(ERROR_SAMPLE_SIZE, len(misclassified)), random_state=seed
+    ).sort_values("confidence", ascending=False)
+    columns = ["formula_pretty", "density", "label", "label_source", "predicted", "confidence"]
+    return sample[columns].reset_index(drop=True), summary
+
+
+def predict_well_known(network: TrainedNetwork, temperature: float) -> list[dict[str, Any]]:
+    """Return the network's answer for each of `WELL_KNOWN_COMPOUNDS`.
+
+    Args:
+        network: The trained network.
+        temperature: Its calibration temperature.
+
+    Returns:
+        Formula, density, the experimental ordering, the prediction and its probability.
+    """
+    features = np.stack(
+        [featurize(formula, density) for formula, density, _ in WELL_KNOWN_COMPOUNDS]
+    )
+    probabilities = probabilities_from_logits(network.logits(features), temperature)
+    return [
+        {
+            "formula": formula,
+            "density": density,
+            "experiment": expected,
+            "predicted": str(CLASSES[int(row.argmax())]),
+            "probability": round(float(row.max()), 3),
+            "p_nm": round(float(row[CLASSES.index(MagneticOrdering.NM)]), 3),
+        }
+        for (formula, density, expected), row in zip(
+            WELL_KNOWN_COMPOUNDS, probabilities, strict=True
+        )
+    ]
+
+
+def run_evaluation(
+    data: LabelledData,
+    split: Split,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    seed_train_config: TrainConfig | None,
+    strategy: Any,
+    with_random_split: bool = True,
+    verbose: int = 2,
+    on_stage: Callable[[str], None] = lambda _: None,
+) -> Evaluation:
+    """Train and score every model on the same grouped split.
+
+    Args:
+        data: The clean rows.
+        split: The grouped split every model is trained and scored on.
+        model_config: Architecture of the ``magorder`` network.
+        train_config: How the ``magorder`` network is fitted.
+        seed_train_config: How the ``seed`` preset is fitted; None leaves it out.
+        strategy: The ``tf.distribute`` strategy networks are fitted under.
+        with_random_split: Also fit LightGBM and ``magorder`` on a random-row split, to
+            measure the leakage a row split causes.
+        verbose: Keras progress output (0, 1 or 2).
+        on_stage: Called with the name of each stage as it starts (progress output).
+
+    Returns:
+        The evaluation.
+    """
+    train, validation, test = (
+        data.subset(split.train),
+        data.subset(split.validation),
+        data.subset(split.test),
+    )
+    results = []
+    on_stage("majority-class baseline")
+    majority = MajorityBaseline.fit(train)
+    majority_class = CLASSES[int(majority.class_shares.argmax())]
+    results.append(
+        _score_model(
+            "majority",
+            f'always "{majority_class}", the most common training class',
+            test,
+            majority.predict_proba(test.features),
+        )
+    )
+    on_stage("LightGBM baseline")
+    trees = GradientBoostedTrees.fit(train, validation, seed=model_config.seed)
+    results.append(
+        _score_model(
+            "lightgbm",
+            f"LightGBM on the same derived features, {trees.best_iteration} rounds, "
+            "balanced class weights",
+            test,
+            trees.predict_proba(test.features),
+        )
+    )
+    if seed_train_config is not None:
+        on_stage("seed preset (the original study's network)")
+        seed_network = fit_network(
+            train,
+            validation,
+            model_config=ModelConfig.for_preset(Preset.SEED, seed=model_config.seed),
+            train_config=seed_train_config,
+            strategy=strategy,
+            verbose=verbose,
+        )
+        results.append(
+            _score_model(
+                "seed",
+                "the original study's 40 x 256 SiLU MLP on the raw vector, with the same "
+                "class weights and early stopping, trained on labels alone as the study was",
+                test,
+                probabilities_from_logits(seed_network.logits(test.features)),
+            )
+        )
+    on_stage("magorder network")
+    network = fit_network(
+        train,
+        validation,
+        model_config=model_config,
+        train_config=train_config,
+        strategy=strategy,
+        verbose=verbose,
+    )
+    calibration = _calibrate(network, validation, test)
+    ours = probabilities_from_logits(network.logits(test.features), calibration.temperature)
+    results.append(
+        _score_model(
+            "magorder",
+            f"derived composition features in the graph, then the mean of "
+            f"{model_config.ensemble_size} MLPs distilled from LightGBM's out-of-fold "
+            "probabilities and the labels, temperature-scaled",
+            test,
+            ours,
+        )
+    )
+    leakage: dict[str, dict[str, float]] = {
+        name: {"grouped": next(r for r in results if r.name == name).test.macro_f1}
+        for name in ("lightgbm", "magorder")
+    }
+    if with_random_split:
+        on_stage("random-row split (leakage check)")
+        random_split = split_data(data, kind=SplitKind.RANDOM, seed=model_config.seed)
+        r_train, r_validation, r_test = (
+            data.subset(random_split.train),
+            data.subset(random_split.validation),
+            data.subset(random_split.test),
+        )
+        r_trees = GradientBoostedTrees.fit(r_train, r_validation, seed=model_config.seed)
+        leakage["lightgbm"]["random"] = score(
+            r_test.labels, r_trees.predict_proba(r_test.features).argmax(axis=1)
+        ).macro_f1
+        r_network = fit_network(
+            r_train,
+            r_validation,
+            model_config=model_config,
+            train_config=train_config,
+            strategy=strategy,
+            verbose=verbose,
+        )
+        leakage["magorder"]["random"] = score(
+            r_test.labels, r_network.logits(r_test.features).argmax(axis=1)
+        ).macro_f1
+        logger.info("leakage: %s", leakage)
+    errors, error_summary = analyse_errors(data, split.test, ours, seed=model_config.seed)
+    return Evaluation(
+        data=data.report,
+        split_sizes=_split_sizes(data, split),
+        results=results,
+        calibration=calibration,
+        leakage=leakage,
+        errors=errors,
+        error_summary=error_summary,
+        well_known=predict_well_known(network, calibration.temperature),
+        network=network,
+    )

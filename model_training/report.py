@@ -1,0 +1,434 @@
+"""The model card: MODEL_CARD.md with its plots, and the metrics saved beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.model_card import MODEL_CARD_FILENAME
+from model_training.data import CLASSES
+from model_training.evaluate import Evaluation, ModelResult
+from model_training.metrics import Scores
+
+CONFUSION_PLOT = "confusion_matrix.png"
+F1_PLOT = "per_class_f1.png"
+RELIABILITY_PLOT = "reliability.png"
+
+TARGET_MACRO_F1 = 0.70
+TARGET_CLASS_F1 = 0.50
+TARGET_ECE = 0.03
+
+
+def _f(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _scores_row(name: str, scores: Scores) -> str:
+    per_class = " | ".join(_f(scores.per_class[str(c)].f1) for c in CLASSES)
+    return (
+        f"| {name} | {scores.n} | {_f(scores.accuracy)} | **{_f(scores.macro_f1)}** | "
+        f"{_f(scores.balanced_accuracy)} | {per_class} |"
+    )
+
+
+def _scores_table(rows: list[tuple[str, Scores]]) -> list[str]:
+    classes = " | ".join(f"F1 {c}" for c in CLASSES)
+    return [
+        f"| model | rows | accuracy | macro-F1 | balanced accuracy | {classes} |",
+        "|---" * (5 + len(CLASSES)) + "|",
+        *(_scores_row(name, scores) for name, scores in rows),
+    ]
+
+
+def _per_class_table(result: ModelResult) -> list[str]:
+    lines = ["| class | precision | recall | F1 | test rows |", "|---|---|---|---|---|"]
+    for name, s in result.test.per_class.items():
+        lines.append(
+            f"| {name} | {_f(s.precision)} | {_f(s.recall)} | {_f(s.f1)} | {s.support:.0f} |"
+        )
+    return lines
+
+
+def _confusion_table(scores: Scores) -> list[str]:
+    header = " | ".join(f"→ {c}" for c in CLASSES)
+    lines = [f"| label ↓ / predicted | {header} |", "|---" * (1 + len(CLASSES)) + "|"]
+    for name, row in zip(CLASSES, scores.confusion, strict=True):
+        lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" for v in row) + " |")
+    return lines
+
+
+def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in evaluation.results if r.name in ("lightgbm", "magorder")]
+    figure, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.2))
+    for axis, result in zip(np.atleast_1d(axes), shown, strict=True):
+        matrix = np.asarray(result.test.confusion)
+        normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(CLASSES)):
+            for j in range(len(CLASSES)):
+                axis.text(
+                    j,
+                    i,
+                    f"{normalised[i, j]:.2f}\n({matrix[i, j]:.0f})",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if normalised[i, j] > 0.5 else "black",
+                )
+        axis.set_xticks(range(len(CLASSES)), [str(c) for c in CLASSES])
+        axis.set_yticks(range(len(CLASSES)), [str(c) for c in CLASSES])
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("label (MP)")
+        axis.set_title(f"{result.name}: macro-F1 {result.test.macro_f1:.3f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _plot_f1(evaluation: Evaluation, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(evaluation.results)
+    positions = np.arange(len(CLASSES) + 1)
+    for k, result in enumerate(evaluation.results):
+        values = [result.test.per_class[str(c)].f1 for c in CLASSES] + [result.test.macro_f1]
+        axis.bar(
+            positions + (k - (len(evaluation.results) - 1) / 2) * width,
+            values,
+            width,
+            label=result.name,
+        )
+    axis.axhline(TARGET_CLASS_F1, color="grey", linestyle=":", linewidth=1)
+    axis.set_xticks(positions, [*(str(c) for c in CLASSES), "macro"])
+    axis.set_ylabel("F1 on the grouped test split")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8, ncols=len(evaluation.results))
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _plot_reliability(evaluation: Evaluation, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    calibration = evaluation.calibration
+    figure, axis = plt.subplots(figsize=(4.5, 4.2))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    for bins, label in (
+        (calibration.bins_before, f"softmax (ECE {calibration.ece_before:.3f})"),
+        (
+            calibration.bins_after,
+            f"T = {calibration.temperature:.2f} (ECE {calibration.ece_after:.3f})",
+        ),
+    ):
+        confidence, accuracy, _ = zip(*bins, strict=True)
+        axis.plot(confidence, accuracy, marker="o", markersize=3, label=label)
+    axis.set_xlabel("confidence (top probability)")
+    axis.set_ylabel("accuracy")
+    axis.set_title("magorder reliability, test split")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def metrics_summary(evaluation: Evaluation) -> dict[str, Any]:
+    """Return the figures the exported model's ``metadata.json`` carries.
+
+    Args:
+        evaluation: The run.
+
+    Returns:
+        ``macro_f1`` and the other headline scores of ``magorder`` on the grouped test split,
+        its per-class scores and confusion matrix, the baselines' scores, calibration, the
+        MP-prior reweighted scores and the leakage gap.
+    """
+    ours = evaluation.result("magorder")
+    return {
+        "split": "grouped by reduced formula; test rows never share a formula with training",
+        "test_rows": ours.test.n,
+        "macro_f1": ours.test.macro_f1,
+        "accuracy": ours.test.accuracy,
+        "balanced_accuracy": ours.test.balanced_accuracy,
+        "per_class": {k: vars_of(v) for k, v in ours.test.per_class.items()},
+        "confusion_matrix": {"classes": [str(c) for c in CLASSES], "rows": ours.test.confusion},
+        "mp_prior_reweighted": {
+            "macro_f1": ours.mp_prior.macro_f1,
+            "accuracy": ours.mp_prior.accuracy,
+            "balanced_accuracy": ours.mp_prior.balanced_accuracy,
+        },
+        "without_rule_labels": {
+            "macro_f1": ours.without_rule_labels.macro_f1,
+            "accuracy": ours.without_rule_labels.accuracy,
+        },
+        "calibration": {
+            "temperature": evaluation.calibration.temperature,
+            "ece_before_scaling": evaluation.calibration.ece_before,
+            "ece_after_scaling": evaluation.calibration.ece_after,
+        },
+        "baselines": {
+            r.name: {"macro_f1": r.test.macro_f1, "accuracy": r.test.accuracy}
+            for r in evaluation.results
+            if r.name != "magorder"
+        },
+        "leakage_macro_f1": evaluation.leakage,
+    }
+
+
+def vars_of(scores: Any) -> dict[str, float]:
+    """Return a small dataclass's fields as a dict of floats."""
+    return {name: float(getattr(scores, name)) for name in scores.__slots__}
+
+
+def _targets(evaluation: Evaluation) -> list[str]:
+    ours = evaluation.result("magorder")
+    trees = evaluation.result("lightgbm")
+    worst = min(ours.test.per_class.items(), key=lambda item: item[1].f1)
+    checks = [
+        (
+            f"macro-F1 ≥ {TARGET_MACRO_F1}",
+            ours.test.macro_f1 >= TARGET_MACRO_F1,
+            _f(ours.test.macro_f1),
+        ),
+        (
+            f"every class F1 ≥ {TARGET_CLASS_F1}",
+            worst[1].f1 >= TARGET_CLASS_F1,
+            f"lowest: {worst[0]} {_f(worst[1].f1)}",
+        ),
+        (
+            "above LightGBM in the same run",
+            ours.test.macro_f1 > trees.test.macro_f1,
+            f"{_f(ours.test.macro_f1)} vs {_f(trees.test.macro_f1)}",
+        ),
+        (
+            f"ECE ≤ {TARGET_ECE} after scaling",
+            evaluation.calibration.ece_after <= TARGET_ECE,
+            _f(evaluation.calibration.ece_after),
+        ),
+    ]
+    return [
+        "| target | met | measured |",
+        "|---|---|---|",
+        *(f"| {name} | {'yes' if met else '**no**'} | {value} |" for name, met, value in checks),
+    ]
+
+
+def write_model_card(
+    evaluation: Evaluation,
+    directory: Path,
+    *,
+    model_version: str,
+    command: str,
+    training: dict[str, Any],
+) -> Path:
+    """Write MODEL_CARD.md and its three plots into a directory.
+
+    Args:
+        evaluation: The run to report.
+        directory: Where to write (the exported model's directory).
+        model_version: Version of the exported model.
+        command: The command line that produced the run, to reproduce it.
+        training: Configuration and timing of the ``magorder`` network's training.
+
+    Returns:
+        The path of MODEL_CARD.md.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    _plot_confusion(evaluation, directory / CONFUSION_PLOT)
+    _plot_f1(evaluation, directory / F1_PLOT)
+    _plot_reliability(evaluation, directory / RELIABILITY_PLOT)
+    ours = evaluation.result("magorder")
+    data = evaluation.data
+    lines = [
+        f"# magorder model card — {model_version}",
+        "",
+        "Predicts the magnetic ordering Materials Project (MP) would assign to a compound — "
+        "ferromagnetic (FM), non-magnetic (NM), ferrimagnetic (FiM) or antiferromagnetic "
+        "(AFM) — from its reduced formula and density (the 119-vector of "
+        "`app/core/features.py`). Every figure below was measured in one run of "
+        f"`{command}`, on one test split **grouped by reduced formula**: no test formula, "
+        "nor any polymorph of it, was seen in training.",
+        "",
+        "## What the labels mean",
+        "",
+        "The labels are **MP's DFT results, not experiment**: the collinear GGA/GGA+U ground "
+        "state MP's workflow found, from calculations that mostly start ferromagnetic. MP "
+        "therefore "
+        "calls many experimentally antiferromagnetic compounds FM (Fe2O3, `mp-19770`, is FM "
+        "in MP), and this model learns MP's answer. Most rows (`mp_magmoms_rule`) are "
+        "labelled from MP's per-site moments with MP's own rule; a small opposite moment on "
+        "a ligand is enough to make a compound FiM under that rule, so FiM and AFM here "
+        "overlap with FM more than in experiment. The two `rule_*` sources are NM by rule.",
+        "",
+        "## Targets",
+        "",
+        *_targets(evaluation),
+        "",
+        "## Every model on the same test rows",
+        "",
+        *_scores_table([(r.name, r.test) for r in evaluation.results]),
+        "",
+        *(f"- **{r.name}**: {r.description}." for r in evaluation.results),
+        "",
+        f"![per-class F1 of every model]({F1_PLOT})",
+        "",
+        "### magorder, per class",
+        "",
+        *_per_class_table(ours),
+        "",
+        *_confusion_table(ours.test),
+        "",
+        f"![confusion matrices]({CONFUSION_PLOT})",
+        "",
+        "### Reweighted to Materials Project's class prior",
+        "",
+        "The snapshot holds far fewer NM rows than MP (15 % against 54 %). Weighting the "
+        "test rows to MP's prior (NM 54 % · FM 37 % · FiM 7 % · AFM 2 %) estimates what a "
+        "user screening the whole database would see:",
+        "",
+        *_scores_table([(r.name, r.mp_prior) for r in evaluation.results]),
+        "",
+        "### Per label source, and without the rule labels",
+        "",
+        "| model | " + " | ".join(ours.by_label_source) + " | without `rule_*` |",
+        "|---" * (len(ours.by_label_source) + 2) + "|",
+        *(
+            f"| {r.name} | "
+            + " | ".join(
+                f"{_f(s.macro_f1)} / {_f(s.accuracy)} (n={s.n})" for s in r.by_label_source.values()
+            )
+            + f" | {_f(r.without_rule_labels.macro_f1)} / {_f(r.without_rule_labels.accuracy)} |"
+            for r in evaluation.results
+        ),
+        "",
+        "Each cell: macro-F1 / accuracy. A source labelled with one class only has a low "
+        "macro-F1 by construction (the other classes score 0); read its accuracy.",
+        "",
+        "## Calibration",
+        "",
+        f"A temperature of **{evaluation.calibration.temperature:.3f}**, fitted on the "
+        "validation rows, is built into the exported model (`probabilities = softmax(logits "
+        f"/ T)`). Expected calibration error (15 bins, top label) on the test rows: "
+        f"**{evaluation.calibration.ece_before:.4f}** before, "
+        f"**{evaluation.calibration.ece_after:.4f}** after. The network is trained with class "
+        "weights, so its probabilities lean towards the rare classes; read them as MP-label "
+        "odds in a snapshot balanced like this one, not in MP as a whole.",
+        "",
+        f"![reliability diagram]({RELIABILITY_PLOT})",
+        "",
+        "## Leakage: grouped against random-row split",
+        "",
+        "| model | grouped split macro-F1 | random-row split macro-F1 |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {_f(v['grouped'])} | {_f(v['random']) if 'random' in v else 'not run'} |"
+            for name, v in evaluation.leakage.items()
+        ),
+        "",
+        "A random-row split puts polymorphs of a test formula in training, so its figures "
+        "are optimistic; every other figure on this card uses the grouped split.",
+        "",
+        "## Well-known compounds",
+        "",
+        "| formula | density | experiment | predicted | probability | P(NM) |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {w['formula']} | {w['density']} | {w['experiment']} | {w['predicted']} | "
+            f"{w['probability']} | {w['p_nm']} |"
+            for w in evaluation.well_known
+        ),
+        "",
+        "## Error analysis",
+        "",
+        *_error_lines(evaluation),
+        "",
+        "## Data",
+        "",
+        f"- Snapshot `{Path(data.path).name}`, SHA-256 `{data.sha256}`.",
+        f"- {data.rows_read} rows read, {data.rows_kept} kept; dropped by reason: "
+        + (", ".join(f"{k} {v}" for k, v in data.dropped.items()) or "none")
+        + ".",
+        "- Classes kept: " + ", ".join(f"{k} {v}" for k, v in data.class_counts.items()) + ".",
+        "- Label sources kept: "
+        + ", ".join(f"`{k}` {v}" for k, v in data.label_source_counts.items())
+        + ".",
+        f"- {data.n_formulas} distinct reduced formulas. Split (grouped by formula, "
+        "stratified by ordering, fixed seed): "
+        + ", ".join(
+            f"{name} {size['rows']} rows / {size['formulas']} formulas"
+            for name, size in evaluation.split_sizes.items()
+        )
+        + ".",
+        "- Materials Project data, CC BY 4.0: A. Jain et al., APL Materials 1, 011002 (2013).",
+        "",
+        "## Training",
+        "",
+        "```json",
+        json.dumps(training, indent=2),
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "- Composition and density only: polymorphs of one formula with different orderings "
+        "cannot be told apart except by density, and the structure (which decides AFM "
+        "against FM) is not an input.",
+        "- The labels are MP's DFT labels (see above), partly derived by rule; FiM and AFM "
+        "are the least reliable classes, and the scores for them are the lowest.",
+        "- Elements absent from the training data, densities outside its range and "
+        "fractional (disordered) compositions are extrapolations: the service says so in "
+        "`warnings`.",
+        "",
+    ]
+    path = directory / MODEL_CARD_FILENAME
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _error_lines(evaluation: Evaluation) -> list[str]:
+    summary = evaluation.error_summary
+    confusions = ", ".join(
+        f"{c['label']} → {c['predicted']} {c['rows']}" for c in summary["top_confusions"]
+    )
+    lines = [
+        f"{summary['errors']} of {summary['test_rows']} test rows are misclassified. "
+        f"Most common confusions (label → predicted): {confusions}.",
+        "",
+        "- Error rate by label source: "
+        + ", ".join(f"`{k}` {v:.1%}" for k, v in summary["error_rate_by_label_source"].items())
+        + ".",
+        "- Error rate by number of elements: "
+        + ", ".join(f"{k}: {v:.1%}" for k, v in summary["error_rate_by_n_elements"].items())
+        + ".",
+        "- Elements (≥ 50 test rows) with the highest error rate: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in summary["worst_elements"].items())
+        + "; the lowest: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in summary["best_elements"].items())
+        + ".",
+    ]
+    if summary["error_rate_ambiguous_formulas"] is not None:
+        lines.append(
+            f"- {summary['share_of_test_rows_ambiguous']:.1%} of test rows have a formula whose "
+            "polymorphs carry different labels in the snapshot; their error rate is "
+            f"{summary['error_rate_ambiguous_formulas']:.1%}, against "
+            f"{summary['error_rate_other_formulas']:.1%} for the others."
+        )
+    lines += [
+        "",
+        f"A random sample of {len(evaluation.errors)} misclassified test rows, most confident "
+        "first:",
+        "",
+        "| formula | density | label (MP) | label source | predicted | confidence |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {row.formula_pretty} | {row.density:.3f} | {row.label} | {row.label_source} | "
+            f"{row.predicted} | {row.confidence:.3f} |"
+            for row in evaluation.errors.itertuples()
+        ),
+    ]
+    return lines

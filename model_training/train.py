@@ -1,0 +1,282 @@
+"""Fitting a network under the chosen distribution strategy, selected on validation macro-F1."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import f1_score
+
+from app.core.features import N_FEATURES
+from model_training.architecture import N_CLASSES, build_logits_model, derived_features
+from model_training.baselines import GradientBoostedTrees
+from model_training.config import ModelConfig, Preset, TrainConfig
+from model_training.data import CLASSES, LabelledData
+from model_training.strategy import strategy_name
+
+logger = logging.getLogger(__name__)
+
+MONITOR = "val_macro_f1"
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A fitted network and how its training went.
+
+    Attributes:
+        logits_model: Raw features to class logits: the mean logits of the ensemble members,
+            each at its epoch of best validation macro-F1.
+        model_config: Its architecture.
+        train_config: How it was fitted.
+        best_epochs: Per member, the epoch (1-based) whose weights were kept.
+        epochs_run: Per member, epochs run before early stopping.
+        member_validation_macro_f1: Per member, validation macro-F1 at its best epoch.
+        validation_macro_f1: Validation macro-F1 of the whole (averaged) network.
+        seconds: Wall-clock time of the fit.
+        strategy: Name of the distribution strategy it was trained under.
+    """
+
+    logits_model: keras.Model
+    model_config: ModelConfig
+    train_config: TrainConfig
+    best_epochs: tuple[int, ...]
+    epochs_run: tuple[int, ...]
+    member_validation_macro_f1: tuple[float, ...]
+    validation_macro_f1: float
+    seconds: float
+    strategy: str
+
+    def logits(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Return the class logits of raw feature rows."""
+        return np.asarray(
+            self.logits_model.predict(features, batch_size=4096, verbose=0), dtype=np.float32
+        )
+
+
+def class_weights(labels: npt.NDArray[np.int64], exponent: float) -> dict[int, float]:
+    """Weight each class by its inverse frequency raised to ``exponent``.
+
+    Args:
+        labels: Class index of each training row.
+        exponent: 0 gives every row weight 1; 1 makes every class weigh the same in total.
+
+    Returns:
+        Class index to weight, scaled so that the mean weight over the rows is 1.
+    """
+    counts = np.bincount(labels, minlength=N_CLASSES).astype(np.float64)
+    raw = np.where(counts > 0, (len(labels) / (N_CLASSES * np.maximum(counts, 1))) ** exponent, 0)
+    scale = len(labels) / float((raw * counts).sum())
+    return {i: float(raw[i] * scale) for i in range(N_CLASSES)}
+
+
+def one_hot(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    """Return ``(n, 4)`` one-hot rows of class indices."""
+    return np.eye(N_CLASSES, dtype=np.float32)[labels]
+
+
+def _dataset(
+    features: npt.NDArray[np.float32],
+    targets: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32] | None,
+    *,
+    batch_size: int,
+    shuffle_seed: int | None,
+) -> Any:
+    import tensorflow as tf
+
+    tensors = (features, targets) if weights is None else (features, targets, weights)
+    dataset = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(targets), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _standardisation(
+    features: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Mean and variance of each derived feature over the training rows only."""
+    derived = derived_features(features)
+    return derived.mean(axis=0), derived.var(axis=0)
+
+
+def _fit_member(
+    train: LabelledData,
+    validation: LabelledData,
+    *,
+    targets: npt.NDArray[np.float32],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    strategy: Any,
+    verbose: int,
+) -> tuple[keras.Model, int, int, float]:
+    """Fit one network; return it at its best epoch, that epoch, epochs run and its score."""
+    keras.utils.set_random_seed(model_config.seed)
+    normalisation: dict[str, Any] = {}
+    if model_config.preset is not Preset.SEED:
+        mean, variance = _standardisation(train.features)
+        normalisation = {"feature_mean": mean, "feature_variance": variance}
+    steps_per_epoch = -(-len(train.labels) // train_config.batch_size)
+    with strategy.scope():
+        model = build_logits_model(model_config, **normalisation)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            train_config.learning_rate, decay_steps=steps_per_epoch * train_config.epochs
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=schedule, weight_decay=train_config.weight_decay
+            ),
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=train_config.label_smoothing
+            ),
+            # threshold=None: the arg-max class is the prediction, as the service reports it.
+            metrics=[keras.metrics.F1Score(average="macro", threshold=None, name="macro_f1")],
+        )
+    weights = class_weights(train.labels, train_config.class_weighting)
+    row_weights = np.asarray([weights[int(c)] for c in train.labels], dtype=np.float32)
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=MONITOR,
+        mode="max",
+        patience=train_config.patience,
+        restore_best_weights=True,
+        start_from_epoch=train_config.warmup_epochs,
+        verbose=0,
+    )
+    history = model.fit(
+        _dataset(
+            train.features,
+            targets,
+            row_weights,
+            batch_size=train_config.batch_size,
+            shuffle_seed=model_config.seed,
+        ),
+        validation_data=_dataset(
+            validation.features,
+            one_hot(validation.labels),
+            None,
+            batch_size=4096,
+            shuffle_seed=None,
+        ),
+        epochs=train_config.epochs,
+        shuffle=False,  # the dataset shuffles itself, with the member's seed
+        callbacks=[stopper],
+        verbose=verbose,
+    )
+    scores = history.history[MONITOR]
+    # The weights kept are those of the best epoch after the warm-up (or the last epoch).
+    watched = scores[train_config.warmup_epochs :] or scores[-1:]
+    best = len(scores) - len(watched) + int(np.argmax(watched))
+    return model, best + 1, len(scores), float(scores[best])
+
+
+def _mean_logits(members: list[keras.Model], name: str) -> keras.Model:
+    """One model whose logits are the mean of the members' logits."""
+    if len(members) == 1:
+        return members[0]
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    logits = keras.layers.Average(name="mean_logits")([member(features) for member in members])
+    return keras.Model(features, logits, name=name)
+
+
+def fit_network(
+    train: LabelledData,
+    validation: LabelledData,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    strategy: Any,
+    verbose: int = 2,
+) -> TrainedNetwork:
+    """Fit a network on the training rows, keeping the epoch of best validation macro-F1.
+
+    With ``model_config.ensemble_size`` above 1, that many members are fitted with seeds
+    ``seed``, ``seed + 1``, ... and the network averages their logits. With
+    ``train_config.distillation`` above 0, the targets mix the one-hot labels with a LightGBM
+    teacher's out-of-fold probabilities (knowledge distillation: the trees' view of the
+    tabular features, learnt by a network the service can run).
+
+    Args:
+        train: Training rows.
+        validation: Validation rows, for early stopping and model selection.
+        model_config: The architecture to build.
+        train_config: Epochs, batch size, learning rate, class weighting, patience.
+        strategy: The ``tf.distribute`` strategy to build and fit under.
+        verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        The trained network.
+    """
+    started = time.perf_counter()
+    logger.info(
+        "fitting %s (%d member(s)) on %d rows under %s; class weights %s",
+        model_config.preset,
+        model_config.ensemble_size,
+        len(train.labels),
+        strategy_name(strategy),
+        {
+            str(CLASSES[i]): round(w, 3)
+            for i, w in class_weights(train.labels, train_config.class_weighting).items()
+        },
+    )
+    targets = one_hot(train.labels)
+    if train_config.distillation > 0:
+        teacher = GradientBoostedTrees.out_of_fold_probabilities(
+            train, rounds=train_config.teacher_rounds, seed=model_config.seed
+        )
+        targets = (1 - train_config.distillation) * targets + train_config.distillation * teacher
+    members, best_epochs, epochs_run, member_scores = [], [], [], []
+    for index in range(model_config.ensemble_size):
+        member_config = replace(model_config, seed=model_config.seed + index)
+        model, best_epoch, epochs, member_score = _fit_member(
+            train,
+            validation,
+            targets=targets,
+            model_config=member_config,
+            train_config=train_config,
+            strategy=strategy,
+            verbose=verbose,
+        )
+        logger.info(
+            "%s member %d/%d: validation macro-F1 %.4f at epoch %d of %d (%d parameters)",
+            model_config.preset,
+            index + 1,
+            model_config.ensemble_size,
+            member_score,
+            best_epoch,
+            epochs,
+            model.count_params(),
+        )
+        members.append(model)
+        best_epochs.append(best_epoch)
+        epochs_run.append(epochs)
+        member_scores.append(member_score)
+    network = TrainedNetwork(
+        logits_model=_mean_logits(members, name=f"magorder_{model_config.preset}_ensemble"),
+        model_config=model_config,
+        train_config=train_config,
+        best_epochs=tuple(best_epochs),
+        epochs_run=tuple(epochs_run),
+        member_validation_macro_f1=tuple(member_scores),
+        validation_macro_f1=0.0,
+        seconds=0.0,
+        strategy=strategy_name(strategy),
+    )
+    predicted = network.logits(validation.features).argmax(axis=1)
+    network = replace(
+        network,
+        validation_macro_f1=float(
+            f1_score(validation.labels, predicted, average="macro", zero_division=0)
+        ),
+        seconds=time.perf_counter() - started,
+    )
+    logger.info(
+        "%s: validation macro-F1 %.4f (%.0f s)",
+        model_config.preset,
+        network.validation_macro_f1,
+        network.seconds,
+    )
+    return network

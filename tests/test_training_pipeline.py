@@ -1,0 +1,184 @@
+"""Snapshot → train → evaluate → export → service, end to end on a fixture the tests write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.features import featurize
+from app.core.model_card import MODEL_CARD_FILENAME, read_metadata
+from app.core.model_runtime import ModelRuntime
+from app.core.predictor import Predictor
+from app.main import create_app
+from model_training.__main__ import main
+from model_training.architecture import derived_feature_names, derived_features
+from model_training.data import file_sha256
+from model_training.report import CONFUSION_PLOT, F1_PLOT, RELIABILITY_PLOT
+from model_training.strategy import StrategyChoice, StrategyUnavailableError, choose_strategy
+from tests.conftest import make_settings
+from tests.snapshot_fixture import write_snapshot
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One `evaluate` run on a synthetic snapshot, as a user would type it."""
+    root = tmp_path_factory.mktemp("evaluate")
+    snapshot = write_snapshot(root / "snapshot.csv", rows_per_class=60, bad_rows=True)
+    model_dir, run_dir = root / "model", root / "run"
+    code = main(
+        [
+            "evaluate",
+            "--data", str(snapshot),
+            "--model-dir", str(model_dir),
+            "--run-dir", str(run_dir),
+            "--epochs", "25",
+            "--seed-epochs", "2",
+            "--ensemble-size", "2",
+            "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return {"snapshot": snapshot, "model_dir": model_dir, "run_dir": run_dir}
+
+
+def test_evaluate_exports_a_trained_model_with_its_card(evaluated: dict[str, Path]) -> None:
+    card = read_metadata(evaluated["model_dir"])
+    assert card.trained is True
+    assert card.data_snapshot_sha256 == file_sha256(evaluated["snapshot"])
+    assert card.data_card["dropped"]["unparsable_formula"] == 1
+    metrics = card.metrics
+    assert set(metrics["per_class"]) == {"FM", "NM", "FiM", "AFM"}
+    assert set(metrics["baselines"]) == {"majority", "lightgbm", "seed"}
+    assert 0.0 <= metrics["calibration"]["ece_after_scaling"] <= 1.0
+    # The fixture's chemistries are separable: a trained model must do far better than chance
+    # and than the majority class.
+    assert metrics["macro_f1"] > 0.8
+    assert metrics["macro_f1"] > metrics["baselines"]["majority"]["macro_f1"] + 0.3
+    assert card.training_config["temperature"] > 0
+    assert {"Fe", "Mn", "O", "Na"} <= set(card.elements_seen)
+
+
+def test_evaluate_writes_the_model_card_plots_split_and_metrics(
+    evaluated: dict[str, Path],
+) -> None:
+    model_dir, run_dir = evaluated["model_dir"], evaluated["run_dir"]
+    text = (model_dir / MODEL_CARD_FILENAME).read_text()
+    for expected in ("majority", "lightgbm", "seed", "magorder", "Calibration", "Leakage",
+                     "Error analysis", "not experiment", "CaTiO3"):  # fmt: skip
+        assert expected in text
+    for plot in (CONFUSION_PLOT, F1_PLOT, RELIABILITY_PLOT):
+        assert (model_dir / plot).read_bytes().startswith(PNG_SIGNATURE)
+    split = (run_dir / "split.csv").read_text().splitlines()
+    assert split[0] == "record_id,part"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"majority", "lightgbm", "seed", "magorder"}
+    assert "random" in metrics["metrics"]["leakage_macro_f1"]["magorder"]
+
+
+def test_the_service_serves_the_exported_model(evaluated: dict[str, Path]) -> None:
+    model_dir = evaluated["model_dir"]
+    with TestClient(create_app(make_settings(model_dir))) as client:
+        health = client.get("/health").json()
+        assert health["trained"] is True
+        assert health["runtime"] == "litert"  # LiteRT reproduces the exported model
+        response = client.post("/predict", json={"formula": "NaCl", "density": 2.5})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["prediction"] == "NM"  # the fixture's NM chemistry
+        assert body["warnings"] == []
+        assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert client.get("/model").json()["metrics"]["macro_f1"] > 0.8
+        card = client.get("/model/card")
+        assert card.status_code == 200
+        assert card.headers["content-type"].startswith("text/markdown")
+        assert card.text == (model_dir / MODEL_CARD_FILENAME).read_text()
+
+
+def test_litert_and_tensorflow_agree_on_the_exported_model(evaluated: dict[str, Path]) -> None:
+    model_dir = evaluated["model_dir"]
+    rows = np.stack([featurize("Fe2O3", 5.2), featurize("MnF2", 4.0), featurize("Ag", 10.5)])
+    litert = Predictor.load(model_dir, ModelRuntime.LITERT).predict_proba(rows)
+    tensorflow = Predictor.load(model_dir, ModelRuntime.TENSORFLOW).predict_proba(rows)
+    np.testing.assert_allclose(litert, tensorflow, atol=1e-4)
+
+
+def test_train_command_exports_one_network(tmp_path: Path) -> None:
+    snapshot = write_snapshot(tmp_path / "snapshot.csv", rows_per_class=25)
+    output = tmp_path / "model"
+    code = main(
+        ["train", "--data", str(snapshot), "--output", str(output), "--run-dir",
+         str(tmp_path / "run"), "--epochs", "3", "--ensemble-size", "1", "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    card = read_metadata(output)
+    assert card.trained is True
+    assert card.training_config["model"]["ensemble_size"] == 1
+    assert Predictor.load(output).predict_proba(featurize("CaO", 3.3)[None, :]).shape == (1, 4)
+
+
+def test_train_command_reports_a_missing_snapshot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(tmp_path / "absent.csv"), "--quiet"]) == 2
+    assert "cannot read snapshot" in capsys.readouterr().err
+
+
+def test_derived_features_do_not_depend_on_how_the_formula_is_written() -> None:
+    raw = np.stack([featurize("Fe2O3", 5.2), featurize("Fe4O6", 5.2), featurize("O3Fe2", 5.2)])
+    derived = derived_features(raw)
+    assert derived.shape == (3, len(derived_feature_names()))
+    names = derived_feature_names()
+    # Only the size of the formula unit differs, and Fe4O6 reduces to Fe2O3 anyway.
+    np.testing.assert_allclose(derived[0], derived[1], rtol=1e-6)
+    np.testing.assert_allclose(derived[0], derived[2], rtol=1e-6)
+    volume = derived[0, names.index("volume_per_atom")]
+    # Fe2O3: 159.69 g/mol over 5 atoms at 5.2 g/cm3 is 10.2 cubic angstrom per atom.
+    assert volume == pytest.approx(159.69 / 5 * 1.66054 / 5.2, rel=1e-3)
+    assert np.isfinite(derived).all()
+
+
+def test_cpu_strategy_and_unavailable_accelerators() -> None:
+    import tensorflow as tf
+
+    assert choose_strategy(StrategyChoice.CPU) is tf.distribute.get_strategy()
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(StrategyUnavailableError, match="no GPU"):
+            choose_strategy(StrategyChoice.GPU)
+        assert choose_strategy(StrategyChoice.AUTO) is tf.distribute.get_strategy()
+
+
+@pytest.mark.parametrize(
+    ("formula", "oxidation_state", "d_electrons", "closed_shell"),
+    [
+        ("CaTiO3", 4, 0, 1),  # Ti4+: d0, no moment
+        ("ZrO2", 4, 0, 1),
+        ("Fe2O3", 3, 5, 0),  # Fe3+: d5
+        ("NiO", 2, 8, 0),
+        ("FeSO4", 2, 6, 0),  # sulfate: S is +6 beside oxygen
+        ("FeS", 2, 6, 0),  # sulfide: S is -2 without oxygen
+        ("LiFePO4", 2, 6, 0),
+        ("KMnO4", 7, 0, 1),
+    ],
+)
+def test_charge_balance_gives_the_transition_metal_d_count(
+    formula: str, oxidation_state: float, d_electrons: float, closed_shell: float
+) -> None:
+    names = derived_feature_names()
+    row = derived_features(featurize(formula, 4.0)[None, :])[0]
+    assert row[names.index("tm_oxidation_state")] == pytest.approx(oxidation_state)
+    assert row[names.index("tm_d_electrons")] == pytest.approx(d_electrons)
+    assert row[names.index("tm_closed_shell")] == closed_shell
+
+
+def test_compounds_without_transition_metals_have_no_d_count() -> None:
+    names = derived_feature_names()
+    row = derived_features(featurize("MgAl2O4", 3.6)[None, :])[0]
+    assert row[names.index("has_variable_cation")] == 0
+    assert row[names.index("tm_d_electrons")] == 0
+    assert row[names.index("charge_residual_per_atom")] == pytest.approx(0.0)
