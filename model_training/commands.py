@@ -184,11 +184,13 @@ def evaluate(args: argparse.Namespace, *, command_line: str) -> str:
         model_dir=args.model_dir,
         model_version=args.version,
         description=(
-            "magorder network: element fractions, fraction-weighted element properties and "
-            "volume per atom computed in the graph from the 119-vector, then an MLP; trained "
-            "with class weights on Materials Project labels, selected on validation macro-F1, "
-            "temperature-scaled. Figures are on a test split grouped by reduced formula; "
-            "see MODEL_CARD.md."
+            "magorder network: element fractions, fraction-weighted element properties, "
+            "volume per atom and a charge-balance estimate of the transition metals' d-electron "
+            "count, computed in the graph from the 119-vector; then the mean logits of "
+            f"{network.model_config.ensemble_size} MLPs trained with class weights on "
+            "Materials Project labels mixed with a LightGBM teacher's out-of-fold "
+            "probabilities, selected on validation macro-F1, temperature-scaled. Figures are "
+            "on a test split grouped by reduced formula; see MODEL_CARD.md."
         ),
         metrics=metrics,
         extra_config={"command": command_line},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def metrics_summary(evaluation: Evaluation) -> dict[str, Any]:
         "macro_f1": ours.test.macro_f1,
         "accuracy": ours.test.accuracy,
         "balanced_accuracy": ours.test.balanced_accuracy,
-        "per_class": {k: vars_of(v) for k, v in ours.test.per_class.items()},
+        "per_class": {k: asdict(v) for k, v in ours.test.per_class.items()},
         "confusion_matrix": {"classes": [str(c) for c in CLASSES], "rows": ours.test.confusion},
         "mp_prior_reweighted": {
             "macro_f1": ours.mp_prior.macro_f1,
@@ -179,11 +180,6 @@ def metrics_summary(evaluation: Evaluation) -> dict[str, Any]:
         },
         "leakage_macro_f1": evaluation.leakage,
     }
-
-
-def vars_of(scores: Any) -> dict[str, float]:
-    """Return a small dataclass's fields as a dict of floats."""
-    return {name: float(getattr(scores, name)) for name in scores.__slots__}
 
 
 def _targets(evaluation: Evaluation) -> list[str]:
