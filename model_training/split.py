@@ -85,18 +85,26 @@ def split_data(
 
     Raises:
         ValueError: The fractions leave no room for training.
+        SnapshotError: The rows are too few to split (a class or the formulas do not reach
+            the number of folds).
     """
     if not (0 < test_fraction < 1 and 0 < validation_fraction < 1) or (
         test_fraction + validation_fraction >= 0.9
     ):
         raise ValueError(f"bad fractions: {test_fraction=}, {validation_fraction=}")
     groups = data.rows["reduced_formula"].to_numpy() if kind is SplitKind.GROUPED else None
-    rest, test = _one_fold(data.labels, groups, round(1 / test_fraction), seed)
-    share = validation_fraction / (1 - test_fraction)
-    rest_groups = None if groups is None else groups[rest]
-    train_in_rest, validation_in_rest = _one_fold(
-        data.labels[rest], rest_groups, round(1 / share), seed + 1
-    )
+    try:
+        rest, test = _one_fold(data.labels, groups, round(1 / test_fraction), seed)
+        share = validation_fraction / (1 - test_fraction)
+        rest_groups = None if groups is None else groups[rest]
+        train_in_rest, validation_in_rest = _one_fold(
+            data.labels[rest], rest_groups, round(1 / share), seed + 1
+        )
+    except ValueError as exc:  # scikit-learn: fewer members than folds
+        raise SnapshotError(
+            f"cannot split {len(data.labels)} rows ({data.report.n_formulas} formulas) into "
+            f"train, validation and test parts: {exc}"
+        ) from exc
     return Split(
         kind=kind,
         train=np.sort(rest[train_in_rest]),

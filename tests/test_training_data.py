@@ -119,6 +119,12 @@ def test_a_random_split_does_put_polymorphs_on_both_sides(snapshot: Path) -> Non
     assert train & test
 
 
+def test_too_few_rows_to_split_is_a_clear_error(tmp_path: Path) -> None:
+    data = load_labelled_data(write_snapshot(tmp_path / "tiny.csv", rows_per_class=2))
+    with pytest.raises(SnapshotError, match="cannot split"):
+        split_data(data)
+
+
 def test_split_of_another_snapshot_is_refused(snapshot: Path, tmp_path: Path) -> None:
     data = load_labelled_data(snapshot)
     path = save_split(split_data(data), data, tmp_path / "split.csv")
