@@ -36,6 +36,15 @@ def test_health_reports_the_loaded_model(client: TestClient) -> None:
     }
 
 
+def test_head_health_answers_like_get_without_a_body(client: TestClient, model_dir: Path) -> None:
+    # Load balancers probe with HEAD; it used to be a 405.
+    response = client.head("/health")
+    assert response.status_code == 200
+    assert response.content == b""
+    not_started = TestClient(create_app(make_settings(model_dir)))  # no lifespan: no model
+    assert not_started.head("/health").status_code == 503
+
+
 def test_health_and_predict_are_503_before_the_model_is_loaded(model_dir: Path) -> None:
     not_started = TestClient(create_app(make_settings(model_dir)))  # no `with`: no lifespan
     for response in (

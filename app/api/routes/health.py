@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.api.dependencies import ServiceDep
 from app.api.schemas import ErrorResponse, HealthOut
@@ -21,3 +21,10 @@ async def health(service: ServiceDep) -> HealthOut:
     return HealthOut(
         model_version=metadata.model_version, trained=metadata.trained, runtime=predictor.runtime
     )
+
+
+@router.head("/health", include_in_schema=False)
+async def health_head(service: ServiceDep) -> Response:
+    """Answer ``HEAD /health`` as ``GET`` does, without a body: load balancers probe with HEAD."""
+    del service  # resolving the dependency is the check: 503 until the model is loaded
+    return Response(status_code=200)
