@@ -68,6 +68,15 @@ def test_predict_returns_the_four_probabilities(client: TestClient) -> None:
     assert body["warnings"] == []
 
 
+def test_hydrate_notations_are_predicted_as_the_hydrate(client: TestClient) -> None:
+    answers = [
+        client.post("/predict", json={"formula": formula, "density": 2.29}).json()
+        for formula in ("CuSO4·5H2O", "CuSO4*5H2O", "CuSO4.5H2O", "CuH10SO9")
+    ]
+    assert {answer["reduced_formula"] for answer in answers} == {"CuH10SO9"}
+    assert len({tuple(answer["probabilities"].values()) for answer in answers}) == 1
+
+
 @pytest.mark.parametrize("spelling", ["Fe2O3", "O3Fe2", "Fe4O6", "Fe2 O3"])
 def test_equivalent_spellings_get_the_same_answer(client: TestClient, spelling: str) -> None:
     reference = client.post("/predict", json={"formula": "Fe2O3", "density": 5.24}).json()

@@ -58,6 +58,37 @@ def test_fractional_formulas_keep_their_amounts() -> None:
     assert not parse_compound("BaTiO3", 6.0).is_fractional
 
 
+@pytest.mark.parametrize(
+    "hydrate", ["CuSO4·5H2O", "CuSO4*5H2O", "CuSO4.5H2O", "CuSO4 • 5 H2O", "CuSO4∙5H2O"]
+)
+def test_hydrate_notations_give_the_hydrate_never_another_compound(hydrate: str) -> None:
+    # pymatgen reads "CuSO4.5H2O" as Cu S O5.5 H2: a different compound, silently.
+    assert parse_formula(hydrate) == ("CuH10SO9", {"Cu": 1, "S": 1, "O": 9, "H": 10})
+    np.testing.assert_array_equal(featurize(hydrate, 2.29), featurize("CuH10SO9", 2.29))
+
+
+@pytest.mark.parametrize(
+    ("formula", "amounts"),
+    [
+        ("YBa2Cu3O6.5", {"Y": 1, "Ba": 2, "Cu": 3, "O": 6.5}),  # a decimal point, no water
+        ("Fe0.5H2O", {"Fe": 0.5, "H": 2, "O": 1}),  # 0.5 is a decimal: no "Fe0" compound
+        ("CaSO4·0.5H2O", {"Ca": 1, "S": 1, "O": 4.5, "H": 1}),  # hemihydrate
+        ("Na2CO3·10H2O", {"Na": 2, "C": 1, "O": 13, "H": 20}),
+        ("CuSO4.H2O", {"Cu": 1, "S": 1, "O": 5, "H": 2}),
+    ],
+)
+def test_decimal_points_and_adduct_counts_are_told_apart(
+    formula: str, amounts: dict[str, float]
+) -> None:
+    assert parse_formula(formula)[1] == pytest.approx(amounts)
+
+
+@pytest.mark.parametrize("formula", ["CuSO4·", "·H2O", "CuSO4··5H2O", "CuSO4*"])
+def test_an_empty_adduct_part_is_refused_with_how_to_write_it(formula: str) -> None:
+    with pytest.raises(InvalidFormulaError, match=r"empty part .* e\.g\. 'CuSO4·5H2O'"):
+        parse_formula(formula)
+
+
 def test_isotopes_count_as_hydrogen() -> None:
     np.testing.assert_array_equal(featurize("D2O", 1.1), featurize("H2O", 1.1))
 
@@ -90,7 +121,7 @@ def test_batched_form_of_nothing_is_empty() -> None:
         ("Fe3+", "charges and oxidation states are not supported"),
         ("Fe2+O-", "charges and oxidation states are not supported"),
         ("Fe2O3!!", "invalid formula 'Fe2O3!!'"),
-        ("CuSO4·5H2O", "invalid formula"),
+        ("Fe2&O3", "invalid formula"),
         ("fe2o3", "no element symbol found"),
         ("123", "no element symbol found"),
         ("Fe0O3", "Fe have amount 0"),

@@ -53,6 +53,14 @@ FeatureMatrix = npt.NDArray[np.float32]
 warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
 
 _ISOTOPE_SYMBOLS = {"D": "H", "T": "H"}
+# Adduct notation, as in CuSO4·5H2O: a dot (or its stand-ins) joins parts, each optionally
+# led by a count. pymatgen reads none of these; "CuSO4.5H2O" it even misreads as O4.5.
+_ADDUCT_SEPARATORS = re.compile(r"[·•∙*]")
+_ADDUCT_PART = re.compile(r"\s*(\d+(?:\.\d+)?)?\s*(.*?)\s*$")
+# With a full stop, only water of crystallization at the end counts as an adduct, and not
+# after a lone 0 (Fe0.5H2O is Fe half, H2 O): everywhere else it is a decimal point.
+_FULL_STOP_HYDRATE = re.compile(r"^(?P<main>.+?)\.(?P<count>\d+(?:\.\d+)?)?(?P<water>[HDT]2O)$")
+_ENDS_IN_LONE_ZERO = re.compile(r"(?:^|[^\d.])0$")
 _SYMBOL_TOKEN = re.compile(r"[A-Z][a-z]*")
 # pymatgen's reduce_formula writes the last two elements as a polyanion, e.g. Ca(NO3)2, when
 # their electronegativities differ by less than this.
@@ -134,11 +142,39 @@ def _check_symbols(formula: str) -> set[str]:
     return {_ISOTOPE_SYMBOLS.get(symbol, symbol) for symbol in written}
 
 
+def _expand_adducts(formula: str) -> str:
+    """Rewrite adduct notation as groups pymatgen reads: ``CuSO4·5H2O`` to ``CuSO4(H2O)5``.
+
+    Raises:
+        InvalidFormulaError: A part of the adduct is empty.
+    """
+    if _ADDUCT_SEPARATORS.search(formula):
+        main, *adducts = _ADDUCT_SEPARATORS.split(formula)
+    else:
+        hydrate = _FULL_STOP_HYDRATE.match(formula)
+        if hydrate is None or _ENDS_IN_LONE_ZERO.search(hydrate["main"]):
+            return formula
+        main, adducts = hydrate["main"], [f"{hydrate['count'] or ''}{hydrate['water']}"]
+    expanded = main.strip()
+    for adduct in adducts:
+        part = _ADDUCT_PART.match(adduct)
+        assert part is not None  # noqa: S101 - the pattern matches any text
+        count, body = part.groups()
+        if not expanded or not body:
+            raise _formula_error(
+                formula, "empty part around '·'; write adducts as e.g. 'CuSO4·5H2O'"
+            )
+        expanded += f"({body}){count or ''}"
+    return expanded
+
+
 def _parse_composition(formula: str) -> Composition:
     try:
         # Not strict=True: _check_symbols has already refused dummy species such as 'X', and
         # pymatgen's own check of that costs a tenth of a parse.
-        return Composition(formula)
+        return Composition(_expand_adducts(formula))
+    except InvalidFormulaError:
+        raise
     except Exception as exc:  # pymatgen raises ValueError, OverflowError, KeyError, ...
         raise _formula_error(formula, str(exc) or type(exc).__name__) from exc
 
