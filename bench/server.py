@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ def start_server(
     app: str = SERVICE_APP,
     env: Mapping[str, str] | None = None,
     capture_output: bool = False,
+    uvicorn_args: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     """Start uvicorn serving ``app`` on a loopback port, as a user would.
 
@@ -50,13 +51,14 @@ def start_server(
         env: Variables added to this process's environment (e.g. ``MAGORDER_MODEL_DIR``).
         capture_output: Keep the server's log in ``process.stdout``; it is discarded otherwise.
             Read it, or the server blocks once the pipe is full.
+        uvicorn_args: More uvicorn options, e.g. ``("--limit-concurrency", "3")``.
 
     Returns:
         The server process.
     """
     command = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
     return subprocess.Popen(  # noqa: S603 - fixed command line
-        [*command, "--host", "127.0.0.1"],
+        [*command, "--host", "127.0.0.1", *uvicorn_args],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE if capture_output else subprocess.DEVNULL,

@@ -105,3 +105,41 @@ def test_uvicorn_refuses_to_start_without_a_model(tmp_path: Path) -> None:
     output, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
     assert process.returncode != 0
     assert f"refusing to start: model directory {missing} does not exist" in output
+
+
+def _read_until_closed(connection: socket.socket) -> bytes:
+    """Read until the server closes the connection; a timeout means it kept it open."""
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_refused_chunked_bodies_free_their_connection(model_dir: Path) -> None:
+    # A chunked body over the limit used to get its 413 on a connection left open: a few such
+    # clients filled uvicorn's connection cap and /health answered 503 to everyone else.
+    port = free_port()
+    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_MAX_BODY_BYTES": "1024"}
+    process = start_server(port, env=env, uvicorn_args=("--limit-concurrency", "3"))
+    base_url = f"http://127.0.0.1:{port}"
+    clients: list[socket.socket] = []
+    try:
+        wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: magorder\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 0x1000 + b"\r\n"
+            )
+            clients.append(client)  # ... and never closed by the client
+        for client in clients:
+            response = _read_until_closed(client)  # socket.timeout if the server keeps it
+            head = response.split(b"\r\n\r\n", 1)[0].lower()
+            assert head.startswith(b"http/1.1 413")
+            assert b"connection: close" in head
+        assert httpx.get(f"{base_url}/health", timeout=10.0).status_code == 200
+    finally:
+        for client in clients:
+            client.close()
+        process.kill()
+        process.wait(timeout=10)

@@ -10,6 +10,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.errors import error_response
 from app.api.schemas import ErrorDetail
 
+# Every early refusal closes its connection: the rest of the body is never read, and a client
+# left connected would hold one of the server's connection slots for as long as it likes.
+_CLOSE = {"Connection": "close"}
+
 
 def _too_large(limit: int) -> str:
     return f"request body is larger than {limit} bytes"
@@ -42,9 +46,7 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self._max_bytes:
             detail = ErrorDetail(type="http_error", message=_too_large(self._max_bytes))
-            response = error_response(
-                status.HTTP_413_CONTENT_TOO_LARGE, detail, headers={"Connection": "close"}
-            )
+            response = error_response(status.HTTP_413_CONTENT_TOO_LARGE, detail, headers=_CLOSE)
             await response(scope, receive, send)
             return
 
@@ -63,12 +65,15 @@ class BodyLimitMiddleware:
                 raise HTTPException(
                     status.HTTP_408_REQUEST_TIMEOUT,
                     f"request body not received within {self._timeout_s:g} s",
+                    headers=_CLOSE,
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max_bytes:
                     raise HTTPException(
-                        status.HTTP_413_CONTENT_TOO_LARGE, _too_large(self._max_bytes)
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        _too_large(self._max_bytes),
+                        headers=_CLOSE,
                     )
                 body_done = not message.get("more_body", False)
             return message
