@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from app.core.features import N_ELEMENTS, N_FEATURES
+from app.core.features import N_ELEMENTS, N_FEATURES, element_symbols
 from app.core.model_card import MagneticOrdering
 from model_training.config import ModelConfig, Preset
 from model_training.element_properties import (
@@ -42,8 +42,6 @@ _CHARGE_BALANCE_FEATURES = (
 
 def derived_feature_names() -> tuple[str, ...]:
     """Name every column `CompositionFeatures` produces, in order."""
-    from app.core.features import element_symbols
-
     return (
         *(f"fraction_{symbol}" for symbol in element_symbols()),
         *(f"{stat}_{name}" for stat in _STATISTICS for name in PROPERTY_NAMES),

@@ -11,15 +11,10 @@ from typing import Any
 
 from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import LabelledData, load_labelled_data
-from model_training.evaluate import run_evaluation
+from model_training.evaluate import calibrate, run_evaluation
 from model_training.export import export_network
 from model_training.fetch import FetchResult, fetch_snapshot, read_api_key
-from model_training.metrics import (
-    expected_calibration_error,
-    fit_temperature,
-    probabilities_from_logits,
-    score,
-)
+from model_training.metrics import score
 from model_training.report import metrics_summary, write_model_card
 from model_training.split import Split, SplitKind, load_split, save_split, split_data
 from model_training.strategy import StrategyChoice, choose_strategy
@@ -91,11 +86,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     data, split = _data_and_split(args)
     strategy = choose_strategy(StrategyChoice(args.strategy))
     preset = Preset(args.preset)
-    train_rows, validation, test = (
-        data.subset(split.train),
-        data.subset(split.validation),
-        data.subset(split.test),
-    )
+    train_rows, validation, test = split.parts(data)
     network = fit_network(
         train_rows,
         validation,
@@ -104,9 +95,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         strategy=strategy,
         verbose=0 if args.quiet else 2,
     )
-    temperature = fit_temperature(network.logits(validation.features), validation.labels)
-    probabilities = probabilities_from_logits(network.logits(test.features), temperature)
-    scores = score(test.labels, probabilities.argmax(axis=1))
+    calibration = calibrate(network, validation, test)
+    scores = score(test.labels, calibration.probabilities.argmax(axis=1))
     metrics = {
         "split": "grouped by reduced formula",
         "test_rows": scores.n,
@@ -114,11 +104,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "accuracy": scores.accuracy,
         "balanced_accuracy": scores.balanced_accuracy,
         "per_class": {name: s.f1 for name, s in scores.per_class.items()},
-        "ece_after_scaling": expected_calibration_error(probabilities, test.labels),
+        "ece_after_scaling": calibration.ece_after,
     }
     export_network(
         network,
-        temperature=temperature,
+        temperature=calibration.temperature,
         train=train_rows,
         model_dir=args.output,
         model_version=args.version,
@@ -129,7 +119,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     logger.info("exported %s to %s", preset, args.output)
     return {
         **metrics,
-        "temperature": temperature,
+        "temperature": calibration.temperature,
         "fit_seconds": round(network.seconds, 1),
         "strategy": network.strategy,
         "model_dir": str(args.output),

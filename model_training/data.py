@@ -220,11 +220,11 @@ def clean_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str) -> LabelledD
     ranked = rows.assign(_priority=priority).sort_values("_priority", kind="stable")
     duplicate = ranked["material_id"].notna() & ranked["material_id"].duplicated(keep="first")
     duplicate = duplicate.reindex(rows.index)
-    keep_positions = np.flatnonzero(~duplicate.to_numpy())
-    if len(keep_positions) < len(rows):
-        dropped["duplicate_material"] += len(rows) - len(keep_positions)
-    rows = rows.iloc[keep_positions].reset_index(drop=True)
-    kept_compounds = [kept_compounds[i] for i in keep_positions]
+    kept_compounds = [
+        c for c, is_duplicate in zip(kept_compounds, duplicate, strict=True) if not is_duplicate
+    ]
+    drop(duplicate, "duplicate_material")
+    rows = rows.reset_index(drop=True)
 
     class_index = {str(c): i for i, c in enumerate(CLASSES)}
     labels = rows["ordering"].map(class_index).to_numpy(dtype=np.int64)

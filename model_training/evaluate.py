@@ -97,6 +97,7 @@ class Calibration:
         ece_after: Expected calibration error after temperature scaling.
         bins_before: Reliability bins (confidence, accuracy, rows) before scaling.
         bins_after: Reliability bins after scaling.
+        probabilities: ``(n_test, 4)`` test probabilities after scaling.
     """
 
     temperature: float
@@ -104,6 +105,7 @@ class Calibration:
     ece_after: float
     bins_before: list[tuple[float, float, int]]
     bins_after: list[tuple[float, float, int]]
+    probabilities: Probabilities = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -181,9 +183,18 @@ def _split_sizes(data: LabelledData, split: Split) -> dict[str, dict[str, int]]:
     }
 
 
-def _calibrate(
-    network: TrainedNetwork, validation: LabelledData, test: LabelledData
-) -> Calibration:
+def calibrate(network: TrainedNetwork, validation: LabelledData, test: LabelledData) -> Calibration:
+    """Fit the temperature on the validation rows and measure calibration on the test rows.
+
+    Args:
+        network: The trained network.
+        validation: Rows the temperature is fitted on.
+        test: Rows the calibration error is measured on.
+
+    Returns:
+        The temperature, the calibration error before and after it, and the scaled test
+        probabilities.
+    """
     temperature = fit_temperature(network.logits(validation.features), validation.labels)
     test_logits = network.logits(test.features)
     before = probabilities_from_logits(test_logits)
@@ -194,6 +205,7 @@ def _calibrate(
         ece_after=expected_calibration_error(after, test.labels),
         bins_before=reliability_bins(before, test.labels),
         bins_after=reliability_bins(after, test.labels),
+        probabilities=after,
     )
     logger.info(
         "temperature %.3f: test ECE %.4f before, %.4f after",
@@ -236,14 +248,15 @@ def analyse_errors(
     )
     labels_per_formula = data.rows.groupby("reduced_formula")["ordering"].nunique()
     rows["ambiguous_formula"] = rows["reduced_formula"].map(labels_per_formula).gt(1).to_numpy()
-    rows["n_elements"] = [len(parse_formula(f)[1]) for f in rows["reduced_formula"]]
+    elements = [tuple(parse_formula(f)[1]) for f in rows["reduced_formula"]]
+    rows["n_elements"] = [len(symbols) for symbols in elements]
     confusions = (
         rows[rows["wrong"]].groupby(["label", "predicted"]).size().sort_values(ascending=False)
     )
     element_rows = [
         (symbol, is_wrong)
-        for formula, is_wrong in zip(rows["reduced_formula"], rows["wrong"], strict=True)
-        for symbol in parse_formula(formula)[1]
+        for symbols, is_wrong in zip(elements, rows["wrong"], strict=True)
+        for symbol in symbols
     ]
     by_element = (
         pd.DataFrame(element_rows, columns=["element", "wrong"])
@@ -344,11 +357,7 @@ def run_evaluation(
     Returns:
         The evaluation.
     """
-    train, validation, test = (
-        data.subset(split.train),
-        data.subset(split.validation),
-        data.subset(split.test),
-    )
+    train, validation, test = split.parts(data)
     results = []
     on_stage("majority-class baseline")
     majority = MajorityBaseline.fit(train)
@@ -400,8 +409,8 @@ def run_evaluation(
         strategy=strategy,
         verbose=verbose,
     )
-    calibration = _calibrate(network, validation, test)
-    ours = probabilities_from_logits(network.logits(test.features), calibration.temperature)
+    calibration = calibrate(network, validation, test)
+    ours = calibration.probabilities
     results.append(
         _score_model(
             "magorder",
@@ -419,11 +428,7 @@ def run_evaluation(
     if with_random_split:
         on_stage("random-row split (leakage check)")
         random_split = split_data(data, kind=SplitKind.RANDOM, seed=model_config.seed)
-        r_train, r_validation, r_test = (
-            data.subset(random_split.train),
-            data.subset(random_split.validation),
-            data.subset(random_split.test),
-        )
+        r_train, r_validation, r_test = random_split.parts(data)
         r_trees = GradientBoostedTrees.fit(r_train, r_validation, seed=model_config.seed)
         leakage["lightgbm"]["random"] = score(
             r_test.labels, r_trees.predict_proba(r_test.features).argmax(axis=1)

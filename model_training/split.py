@@ -46,6 +46,10 @@ class Split:
     validation: npt.NDArray[np.int64]
     test: npt.NDArray[np.int64]
 
+    def parts(self, data: LabelledData) -> tuple[LabelledData, LabelledData, LabelledData]:
+        """Return the train, validation and test rows of ``data``."""
+        return data.subset(self.train), data.subset(self.validation), data.subset(self.test)
+
 
 def _one_fold(
     labels: npt.NDArray[np.int64],

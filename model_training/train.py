@@ -10,13 +10,13 @@ from typing import Any
 import keras
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import f1_score
 
 from app.core.features import N_FEATURES
 from model_training.architecture import N_CLASSES, build_logits_model, derived_features
 from model_training.baselines import GradientBoostedTrees
 from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import CLASSES, LabelledData
+from model_training.metrics import score
 from model_training.strategy import strategy_name
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,16 @@ class TrainedNetwork:
 
     def logits(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Return the class logits of raw feature rows."""
-        return np.asarray(
-            self.logits_model.predict(features, batch_size=4096, verbose=0), dtype=np.float32
-        )
+        return _predict_logits(self.logits_model, features)
+
+
+def _predict_logits(
+    model: keras.Model, features: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    logits: npt.NDArray[np.float32] = np.asarray(
+        model.predict(features, batch_size=4096, verbose=0), dtype=np.float32
+    )
+    return logits
 
 
 def class_weights(labels: npt.NDArray[np.int64], exponent: float) -> dict[int, float]:
@@ -96,12 +103,12 @@ def _dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _standardisation(
-    features: npt.NDArray[np.float32],
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Mean and variance of each derived feature over the training rows only."""
+def _standardisation(config: ModelConfig, features: npt.NDArray[np.float32]) -> dict[str, Any]:
+    """Mean and variance of each derived feature over the training rows only (none for seed)."""
+    if config.preset is Preset.SEED:
+        return {}
     derived = derived_features(features)
-    return derived.mean(axis=0), derived.var(axis=0)
+    return {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
 
 
 def _fit_member(
@@ -109,6 +116,7 @@ def _fit_member(
     validation: LabelledData,
     *,
     targets: npt.NDArray[np.float32],
+    normalisation: dict[str, Any],
     model_config: ModelConfig,
     train_config: TrainConfig,
     strategy: Any,
@@ -116,10 +124,6 @@ def _fit_member(
 ) -> tuple[keras.Model, int, int, float]:
     """Fit one network; return it at its best epoch, that epoch, epochs run and its score."""
     keras.utils.set_random_seed(model_config.seed)
-    normalisation: dict[str, Any] = {}
-    if model_config.preset is not Preset.SEED:
-        mean, variance = _standardisation(train.features)
-        normalisation = {"feature_mean": mean, "feature_variance": variance}
     steps_per_epoch = -(-len(train.labels) // train_config.batch_size)
     with strategy.scope():
         model = build_logits_model(model_config, **normalisation)
@@ -228,6 +232,7 @@ def fit_network(
             train, rounds=train_config.teacher_rounds, seed=model_config.seed
         )
         targets = (1 - train_config.distillation) * targets + train_config.distillation * teacher
+    normalisation = _standardisation(model_config, train.features)  # the same for every member
     members, best_epochs, epochs_run, member_scores = [], [], [], []
     for index in range(model_config.ensemble_size):
         member_config = replace(model_config, seed=model_config.seed + index)
@@ -235,6 +240,7 @@ def fit_network(
             train,
             validation,
             targets=targets,
+            normalisation=normalisation,
             model_config=member_config,
             train_config=train_config,
             strategy=strategy,
@@ -254,24 +260,18 @@ def fit_network(
         best_epochs.append(best_epoch)
         epochs_run.append(epochs)
         member_scores.append(member_score)
+    logits_model = _mean_logits(members, name=f"magorder_{model_config.preset}_ensemble")
+    predicted = _predict_logits(logits_model, validation.features).argmax(axis=1)
     network = TrainedNetwork(
-        logits_model=_mean_logits(members, name=f"magorder_{model_config.preset}_ensemble"),
+        logits_model=logits_model,
         model_config=model_config,
         train_config=train_config,
         best_epochs=tuple(best_epochs),
         epochs_run=tuple(epochs_run),
         member_validation_macro_f1=tuple(member_scores),
-        validation_macro_f1=0.0,
-        seconds=0.0,
-        strategy=strategy_name(strategy),
-    )
-    predicted = network.logits(validation.features).argmax(axis=1)
-    network = replace(
-        network,
-        validation_macro_f1=float(
-            f1_score(validation.labels, predicted, average="macro", zero_division=0)
-        ),
+        validation_macro_f1=score(validation.labels, predicted).macro_f1,
         seconds=time.perf_counter() - started,
+        strategy=strategy_name(strategy),
     )
     logger.info(
         "%s: validation macro-F1 %.4f (%.0f s)",

@@ -169,12 +169,11 @@ def _expand_adducts(formula: str) -> str:
 
 
 def _parse_composition(formula: str) -> Composition:
+    expanded = _expand_adducts(formula)
     try:
         # Not strict=True: _check_symbols has already refused dummy species such as 'X', and
         # pymatgen's own check of that costs a tenth of a parse.
-        return Composition(_expand_adducts(formula))
-    except InvalidFormulaError:
-        raise
+        return Composition(expanded)
     except Exception as exc:  # pymatgen raises ValueError, OverflowError, KeyError, ...
         raise _formula_error(formula, str(exc) or type(exc).__name__) from exc
 
