@@ -6,7 +6,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.features import DEFAULT_LIMITS, FormulaLimits
@@ -53,3 +53,20 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the settings read from the environment, once per process."""
     return Settings()
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """Name each ``MAGORDER_*`` variable a validation error is about, with what is wrong.
+
+    Args:
+        error: The error raised while reading `Settings`.
+
+    Returns:
+        One line, e.g. ``MAGORDER_MAX_BATCH_SIZE='abc': Input should be a valid integer``.
+    """
+    prefix = Settings.model_config.get("env_prefix", "")
+    problems = []
+    for problem in error.errors():
+        name = f"{prefix}{'_'.join(str(part) for part in problem['loc'])}".upper()
+        problems.append(f"{name}={problem.get('input')!r}: {problem['msg']}")
+    return "; ".join(problems)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 
 from app import __version__
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.dependencies import Service
 from app.api.errors import register_error_handlers
 from app.api.routes import health, model_card, predict
-from app.config import Settings, get_settings
+from app.api.startup_refusal import StartupRefusalMiddleware
+from app.config import Settings, describe_settings_error, get_settings
 from app.core.errors import ModelLoadError
 from app.core.predictor import Predictor
 
@@ -39,6 +42,15 @@ def _configure_logging(level: str) -> None:
         app_logger.addHandler(handler)
 
 
+def _settings_from_environment() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        # Raised while the server imports the app, before any logging is set up: one line on
+        # standard error and a non-zero exit, not pydantic's traceback.
+        sys.exit(f"refusing to start: {describe_settings_error(exc)}")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application.
 
@@ -48,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Returns:
         The application. Its model is loaded when its lifespan starts.
     """
-    settings = settings or get_settings()
+    settings = settings or _settings_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
+    app.add_middleware(StartupRefusalMiddleware)
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(model_card.router)

@@ -8,24 +8,19 @@ model, through the same middleware, and answer a constant:
   a constant `PredictionOut` through the same response model, so that ``/predict`` minus it
   is the cost of predicting alone.
 
-Served as ``uvicorn bench.floor_app:app`` next to the unmodified service, which answers the
-``/predict`` requests of the benchmark; never part of the service. The two must not share one
-app: FastAPI matches a request against the included routers in order, and every router it
-passes costs the request time (about 8 µs in an in-process loop for a router of two routes,
-docs/benchmarks.md). So the router of these endpoints takes the place the service gives the
-router of ``/predict``: ``/floor`` is found exactly as fast as ``/predict`` is in the service,
-and ``/floor/same-signature``, second in the router, after one more route match. In this app
-``/predict`` sits one router further and must not be measured here.
+Both read the body as the service's routes do (`JSONBodyRoute`). Served as
+``uvicorn bench.floor_app:app`` next to the unmodified service, which answers the ``/predict``
+requests of the benchmark; never part of the service. Their routes come first in this app's
+route list, so they are found no later than ``/predict`` is in the service: FastAPI tries the
+routes in order, and each one tried costs a request time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from fastapi import APIRouter
-from starlette.routing import BaseRoute, Match
 
 from app.api.dependencies import ServiceDep
+from app.api.json_body import JSONBodyRoute
 from app.api.schemas import CompoundIn, PredictionOut
 from app.core.model_card import MagneticOrdering
 from app.main import create_app
@@ -44,7 +39,7 @@ _CONSTANT = PredictionOut(
     warnings=[],
 )
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=JSONBodyRoute)
 
 
 @router.post(FLOOR_PATH)
@@ -59,16 +54,5 @@ async def same_signature(compound: CompoundIn, service: ServiceDep) -> Predictio
     return _CONSTANT
 
 
-def _route_index(app_routes: Sequence[BaseRoute], path: str) -> int:
-    scope = {"type": "http", "path": path, "method": "POST", "root_path": ""}
-    for index, route in enumerate(app_routes):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return index
-    raise LookupError(f"no route serves POST {path}")
-
-
 app = create_app()
-app.include_router(router)
-routes = app.router.routes
-routes.insert(_route_index(routes, "/predict"), routes.pop())
+app.router.routes[:0] = router.routes

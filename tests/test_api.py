@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,12 @@ def test_predict_warns_about_elements_missing_from_training(client: TestClient) 
     ("payload", "error_type", "field", "message"),
     [
         ({"formula": "", "density": 5.0}, "invalid_formula", "formula", "must not be empty"),
-        ({"formula": "Fe2O3!", "density": 5.0}, "invalid_formula", "formula", "'Fe2O3!'"),
+        (
+            {"formula": "Fe2O3!", "density": 5.0},
+            "invalid_formula",
+            "formula",
+            "invalid formula 'Fe2O3!': character '!' at position 5 is not allowed",
+        ),
         ({"formula": "Xx2O", "density": 5.0}, "invalid_formula", "formula", "'Xx'"),
         ({"formula": "X2O", "density": 5.0}, "invalid_formula", "formula", "'X'"),
         ({"formula": "Fe3+", "density": 5.0}, "invalid_formula", "formula", "oxidation states"),
@@ -113,7 +119,12 @@ def test_predict_warns_about_elements_missing_from_training(client: TestClient) 
         ),
         ({"formula": "Fe2O3", "density": 0}, "invalid_density", "density", "greater than 0"),
         ({"formula": "Fe2O3", "density": -2.5}, "invalid_density", "density", "greater than 0"),
-        ({"formula": "Fe2O3", "density": 1e6}, "invalid_density", "density", "at most 30"),
+        (
+            {"formula": "Fe2O3", "density": 1e6},
+            "invalid_density",
+            "density",
+            "above the maximum of 30 g/cm³",
+        ),
         ({"formula": "Fe2O3"}, "request_validation_error", "density", "density: Field required"),
         ({"density": 5.0}, "request_validation_error", "formula", "formula: Field required"),
         (
@@ -140,7 +151,7 @@ def test_predict_warns_about_elements_missing_from_training(client: TestClient) 
             "temperature",
             "temperature: Extra inputs are not permitted",
         ),
-        ([1, 2], "request_validation_error", "body", "body: Input should be a valid dictionary"),
+        ([1, 2], "request_validation_error", "body", "body: should be a JSON object, got an array"),
     ],
 )
 def test_bad_input_is_a_422_naming_the_problem(
@@ -195,7 +206,7 @@ def test_batch_predicts_good_items_and_reports_bad_ones_in_place(client: TestCli
     assert results[3]["error"]["message"] == (
         "formula: Field required; density: Input should be a valid number"
     )
-    assert results[4]["error"]["message"].startswith("item: Input should be a valid dictionary")
+    assert results[4]["error"]["message"] == "item: should be a JSON object, got a string"
     single = client.post("/predict", json=items[5]).json()
     assert results[5]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
 
@@ -318,3 +329,108 @@ def test_an_oversized_streamed_body_is_cut_off(small_body_client: TestClient) ->
 def test_a_body_under_the_limit_is_served(small_body_client: TestClient) -> None:
     response = small_body_client.post("/predict", json={"formula": "NaCl", "density": 2.17})
     assert response.status_code == 200
+
+
+_JSON = {"content-type": "application/json"}
+_FE2O3 = b'{"formula": "Fe2O3", "density": 5.24}'
+
+
+@pytest.mark.parametrize(
+    ("headers", "field", "message"),
+    [
+        (
+            {"content-type": "application/x-www-form-urlencoded"},  # what plain curl -d sends
+            "Content-Type",
+            "Content-Type must be application/json, got 'application/x-www-form-urlencoded'",
+        ),
+        ({}, "Content-Type", "Content-Type must be application/json, got none"),
+        ({"content-type": "text/plain"}, "Content-Type", "got 'text/plain'"),
+        (
+            {"content-type": "application/json; charset=latin-1"},
+            "Content-Type",
+            "charset 'latin-1' is not supported; send the body as UTF-8",
+        ),
+        (
+            {**_JSON, "content-encoding": "gzip"},
+            "Content-Encoding",
+            "Content-Encoding 'gzip' is not supported; send the JSON body uncompressed",
+        ),
+    ],
+)
+def test_a_body_not_declared_as_json_is_a_415_naming_the_header(
+    client: TestClient, headers: dict[str, str], field: str, message: str
+) -> None:
+    for path in ("/predict", "/predict/batch"):
+        response = client.post(path, content=_FE2O3, headers=headers)
+        assert response.status_code == 415
+        error = _error(response)
+        assert error["type"] == "unsupported_media_type"
+        assert error["field"] == field
+        assert message in error["message"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=UTF-8", "application/merge-patch+json"],
+)
+def test_json_content_types_are_accepted(client: TestClient, content_type: str) -> None:
+    response = client.post("/predict", content=_FE2O3, headers={"content-type": content_type})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            gzip.compress(_FE2O3),
+            "request body is not UTF-8 JSON: byte 0x8b at position 1 is not UTF-8 "
+            "(it looks gzip-compressed; send it uncompressed)",
+            id="gzip",
+        ),
+        pytest.param(
+            '{"formula": "Fe2O3", "density": 5.24, "note": "é"}'.encode("latin-1"),
+            "request body is not UTF-8 JSON: byte 0xe9 at position 47 is not UTF-8",
+            id="latin-1",
+        ),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_a_400_saying_so(
+    client: TestClient, body: bytes, message: str
+) -> None:
+    response = client.post("/predict", content=body, headers=_JSON)
+    assert response.status_code == 400
+    assert _error(response) == {"type": "invalid_encoding", "message": message}
+
+
+def test_a_leading_byte_order_mark_is_ignored(client: TestClient) -> None:
+    response = client.post("/predict", content=b"\xef\xbb\xbf" + _FE2O3, headers=_JSON)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/predict", '{"formula": "Fe2O3", "formula": "NaCl", "density": 5.24}', "formula"),
+        (
+            "/predict/batch",
+            '{"items": [{"formula": "NiO", "density": 6.67}, {"formula": "NiO", "density": 6.67}],'
+            ' "items": [{"formula": "NaCl", "density": 2.17}]}',
+            "items",
+        ),
+        (
+            "/predict/batch",
+            '{"items": [{"formula": "NiO", "density": 6.67, "density": 1.0}]}',
+            "density",
+        ),
+    ],
+)
+def test_a_repeated_json_key_is_a_422_naming_it(
+    client: TestClient, path: str, body: str, key: str
+) -> None:
+    response = client.post(path, content=body, headers=_JSON)
+    assert response.status_code == 422
+    assert _error(response) == {
+        "type": "duplicate_key",
+        "message": f"key '{key}' appears more than once in one JSON object; send each key once",
+        "field": key,
+    }

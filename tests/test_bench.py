@@ -8,7 +8,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.features import parse_formula
-from app.main import create_app
 from bench import floor_app
 from bench.speed import quaternary_formulas
 
@@ -28,13 +27,6 @@ def test_floor_endpoints_take_the_predict_body_and_do_no_work(floor_client: Test
     assert same.json()["model_version"] == "floor"
     for path in (floor_app.FLOOR_PATH, floor_app.SAME_SIGNATURE_PATH):
         assert floor_client.post(path, json={"formula": "Fe2O3"}).status_code == 422
-
-
-def test_floor_is_routed_where_the_service_routes_predict() -> None:
-    service_at = floor_app._route_index(create_app().router.routes, "/predict")
-    routes = floor_app.app.router.routes
-    assert floor_app._route_index(routes, floor_app.FLOOR_PATH) == service_at
-    assert floor_app._route_index(routes, floor_app.SAME_SIGNATURE_PATH) == service_at
 
 
 def test_floor_endpoints_stay_out_of_the_service_schema(floor_client: TestClient) -> None:

@@ -12,6 +12,7 @@ from app.core.features import (
     DEFAULT_LIMITS,
     DENSITY_INDEX,
     N_FEATURES,
+    FormulaLimits,
     element_symbols,
     featurize,
     featurize_many,
@@ -120,16 +121,27 @@ def test_batched_form_of_nothing_is_empty() -> None:
         ("X", "unknown element symbol(s) 'X'"),
         ("Fe3+", "charges and oxidation states are not supported"),
         ("Fe2+O-", "charges and oxidation states are not supported"),
-        ("Fe2O3!!", "invalid formula 'Fe2O3!!'"),
-        ("Fe2&O3", "invalid formula"),
+        ("Fe2O3!!", "character '!' at position 5 is not allowed"),
+        ("Fe2&O3", "character '&' at position 3 is not allowed"),
+        ("Fe₂O₃", "write amounts as plain digits ('Fe2O3', not 'Fe₂O₃')"),
+        ("Fe1e-5O", "amount '1e-5' is in scientific notation"),
+        ("Fe1e5O", "amount '1e5' is in scientific notation"),
+        ("Fe.O", "'.' is not a number; write amounts such as 2 or 0.5"),
+        ("Fe2O3.", "'3.' is not a number"),
+        ("Fe0.5.5O", "'0.5.5' is not a number"),
+        ("(" * 12 + "Fe" + "99)" * 12, "amounts multiply out to more than 1000 atoms"),
+        ("((((Fe0.001)0.001)0.001)0.001)O", "amount of Fe is 0 or rounds to 0"),
+        ("Fe(O", "unbalanced parentheses"),
+        ("Fe)(O", "unbalanced parentheses"),
+        ("Fe()O", "empty parentheses"),
+        ("Fe2 3O", "cannot read '3' as element symbols and amounts"),
         ("fe2o3", "no element symbol found"),
         ("123", "no element symbol found"),
-        ("Fe0O3", "Fe have amount 0"),
-        ("Fe(", "invalid formula 'Fe('"),
+        ("Fe0O3", "amount of Fe is 0 or rounds to 0 (the minimum is 0.001)"),
+        ("Fe(", "invalid formula 'Fe(': unbalanced parentheses"),
         ("Fe" * 51, f"102 characters long; at most {DEFAULT_LIMITS.max_length} allowed"),
         ("HHeLiBeBCNOFNeNaMgAl", "13 distinct elements; at most 12 allowed"),
         ("Li1000000000O", "1e+09 atoms; at most 1000 allowed"),
-        ("H1e400", "amount of H is not a finite number"),
         ("He0.0000001", "below the minimum"),
         ("Fe0.0005O0.0002", "amount of O (0.0002) is below the minimum 0.001"),
     ],
@@ -141,6 +153,11 @@ def test_invalid_formulas_are_refused_with_a_precise_message(formula: str, messa
     assert caught.value.field == "formula"
 
 
+def test_an_amount_too_large_for_a_float_is_refused() -> None:
+    with pytest.raises(InvalidFormulaError, match="amount of H is not a finite number"):
+        parse_formula("H" + "9" * 400, FormulaLimits(max_length=1000))
+
+
 @pytest.mark.parametrize(
     ("density", "message"),
     [
@@ -149,7 +166,9 @@ def test_invalid_formulas_are_refused_with_a_precise_message(formula: str, messa
         (math.nan, "finite"),
         (math.inf, "finite"),
         (-math.inf, "finite"),
-        (30.5, "at most 30 g/cm³"),
+        (30.5, "density 30.5 g/cm³ is not physical: it is above the maximum of 30 g/cm³"),
+        (30.000000000000004, "density 30.000000000000004 g/cm³ is not physical"),
+        (-0.0, "greater than 0 g/cm³, got -0.0"),
         (True, "must be a number"),
         ("5.2", "must be a number"),
     ],

@@ -99,12 +99,53 @@ def test_sigterm_lets_the_request_in_flight_finish(
     assert "Finished server process" in output
 
 
-def test_uvicorn_refuses_to_start_without_a_model(tmp_path: Path) -> None:
+def test_uvicorn_refuses_to_start_without_a_model_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     process = _start_server(missing, free_port())
     output, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
     assert process.returncode != 0
     assert f"refusing to start: model directory {missing} does not exist" in output
+    assert "Traceback" not in output
+    assert len(output.splitlines()) <= 4, output  # uvicorn's own start and stop lines
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"MAGORDER_MAX_BATCH_SIZE": "abc"},
+            "refusing to start: MAGORDER_MAX_BATCH_SIZE='abc': Input should be a valid integer, "
+            "unable to parse string as an integer",
+        ),
+        (
+            {"MAGORDER_LOG_LEVEL": "loud", "MAGORDER_BODY_TIMEOUT_S": "0"},
+            "refusing to start: MAGORDER_BODY_TIMEOUT_S='0': Input should be greater than 0; "
+            "MAGORDER_LOG_LEVEL='loud': Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    model_dir: Path, env: dict[str, str], message: str
+) -> None:
+    process = start_server(
+        free_port(), env={"MAGORDER_MODEL_DIR": str(model_dir), **env}, capture_output=True
+    )
+    output, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
+    assert process.returncode != 0
+    assert output.strip() == message
+
+
+def test_tensorflow_start_up_chatter_stays_out_of_the_log(model_dir: Path) -> None:
+    port = free_port()
+    process = _start_server(model_dir, port)
+    try:
+        wait_until_healthy(process, f"http://127.0.0.1:{port}", STARTUP_TIMEOUT_S)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    for noise in ("cuInit", "Could not find cuda drivers", "absl::InitializeLog", "port.cc"):
+        assert noise not in output
+    assert "loaded model" in output
 
 
 def _read_until_closed(connection: socket.socket) -> bytes:

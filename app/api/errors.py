@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.json_body import RequestBodyError
 from app.api.schemas import ErrorDetail, ErrorResponse
 from app.core.errors import (
     BatchTooLargeError,
@@ -35,11 +36,35 @@ def _describe_location(loc: Sequence[int | str], root: str) -> str:
     return ".".join(str(part) for part in parts) or root
 
 
+_OBJECT_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):  # before numbers: a bool is an int in Python
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else "null"
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    """Pydantic's message, with the Python class it names put in JSON terms."""
+    if error["type"] in _OBJECT_ERRORS:
+        return f"should be a JSON object, got {_json_type(error.get('input'))}"
+    if error["type"] == "list_type":
+        return f"should be a JSON array, got {_json_type(error.get('input'))}"
+    return str(error["msg"])
+
+
 def _describe_problem(error: Mapping[str, Any], root: str) -> str:
     if error["type"] == "json_invalid":
         reason = error.get("ctx", {}).get("error", "")
         return f"body is not valid JSON ({reason} at character {error['loc'][-1]})"
-    return f"{_describe_location(error['loc'], root)}: {error['msg']}"
+    return f"{_describe_location(error['loc'], root)}: {_error_message(error)}"
 
 
 def validation_error_detail(
@@ -59,7 +84,9 @@ def validation_error_detail(
         type="request_validation_error",
         message="; ".join(_describe_problem(e, root) for e in errors),
         field=fields.pop() if len(fields) == 1 else None,
-        details=[{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors],
+        details=[
+            {"loc": list(e["loc"]), "msg": _error_message(e), "type": e["type"]} for e in errors
+        ],
     )
 
 
@@ -103,7 +130,10 @@ async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
-    detail = ErrorDetail(type="http_error", message=str(exc.detail))
+    if isinstance(exc, RequestBodyError):
+        detail = ErrorDetail(type=exc.error_type, message=str(exc.detail), field=exc.field)
+    else:
+        detail = ErrorDetail(type="http_error", message=str(exc.detail))
     return error_response(exc.status_code, detail, headers=exc.headers)
 
 

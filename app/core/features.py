@@ -62,6 +62,15 @@ _ADDUCT_PART = re.compile(r"\s*(\d+(?:\.\d+)?)?\s*(.*?)\s*$")
 _FULL_STOP_HYDRATE = re.compile(r"^(?P<main>.+?)\.(?P<count>\d+(?:\.\d+)?)?(?P<water>[HDT]2O)$")
 _ENDS_IN_LONE_ZERO = re.compile(r"(?:^|[^\d.])0$")
 _SYMBOL_TOKEN = re.compile(r"[A-Z][a-z]*")
+# What may appear in a formula: symbols, amounts, groups (pymatgen reads [] and {} as ()),
+# white space, adduct dots, and '@' of endohedral fullerenes (Y3N@C80), which pymatgen drops.
+_NOT_FORMULA_CHARACTER = re.compile(r"[^A-Za-z0-9.()\[\]{}@\s·•∙*]")
+_SCIENTIFIC_AMOUNT = re.compile(r"\d\.?\d*[eE][-+]?\d+")
+_SUBSCRIPT_DIGITS = "₀₁₂₃₄₅₆₇₈₉"
+_AMOUNT_TOKEN = re.compile(r"[\d.]+")
+_VALID_AMOUNT = re.compile(r"\d+(?:\.\d+)?|\.\d+")
+_EMPTY_GROUP = re.compile(r"[(\[{]\s*[)\]}]")
+_PYMATGEN_UNREAD = re.compile(r"^(?P<rest>.*) is an invalid formula!$", re.DOTALL)
 # pymatgen's reduce_formula writes the last two elements as a polyanion, e.g. Ca(NO3)2, when
 # their electronegativities differ by less than this.
 _POLYANION_ELECTRONEGATIVITY_GAP = 1.65
@@ -122,12 +131,52 @@ def _formula_error(formula: str, reason: str) -> InvalidFormulaError:
     return InvalidFormulaError(f"invalid formula {formula!r}: {reason}")
 
 
-def _check_symbols(formula: str) -> set[str]:
-    """Refuse charges and unknown symbols; return the element symbols written."""
+def _check_notation(formula: str) -> None:
+    """Refuse what pymatgen would misread or describe in its own terms, naming the problem."""
+    scientific = _SCIENTIFIC_AMOUNT.search(formula)
+    if scientific:
+        raise _formula_error(
+            formula,
+            f"amount {scientific.group()!r} is in scientific notation; write amounts as plain "
+            "numbers such as 2 or 0.5",
+        )
     if "+" in formula or "-" in formula:
         raise _formula_error(
             formula, "charges and oxidation states are not supported; write e.g. 'Fe2O3'"
         )
+    stray = _NOT_FORMULA_CHARACTER.search(formula)
+    if stray:
+        character = stray.group()
+        hint = (
+            "; write amounts as plain digits ('Fe2O3', not 'Fe₂O₃')"
+            if character in _SUBSCRIPT_DIGITS
+            else " (a formula holds element symbols, amounts and parentheses)"
+        )
+        raise _formula_error(
+            formula, f"character {character!r} at position {stray.start()} is not allowed{hint}"
+        )
+
+
+def _check_amounts_and_groups(formula: str, expanded: str) -> None:
+    """Refuse malformed amounts and parentheses in a formula whose adducts are expanded."""
+    for token in _AMOUNT_TOKEN.findall(expanded):
+        if not _VALID_AMOUNT.fullmatch(token):
+            raise _formula_error(
+                formula, f"{token!r} is not a number; write amounts such as 2 or 0.5"
+            )
+    depth = 0
+    for character in expanded:
+        depth += (character in "([{") - (character in ")]}")
+        if depth < 0:
+            break
+    if depth != 0:
+        raise _formula_error(formula, "unbalanced parentheses")
+    if _EMPTY_GROUP.search(expanded):
+        raise _formula_error(formula, "empty parentheses")
+
+
+def _check_symbols(formula: str) -> set[str]:
+    """Refuse unknown symbols; return the element symbols written."""
     written = set(_SYMBOL_TOKEN.findall(formula))
     if not written:
         raise _formula_error(
@@ -170,12 +219,25 @@ def _expand_adducts(formula: str) -> str:
 
 def _parse_composition(formula: str) -> Composition:
     expanded = _expand_adducts(formula)
+    _check_amounts_and_groups(formula, expanded)
     try:
         # Not strict=True: _check_symbols has already refused dummy species such as 'X', and
         # pymatgen's own check of that costs a tenth of a parse.
         return Composition(expanded)
     except Exception as exc:  # pymatgen raises ValueError, OverflowError, KeyError, ...
-        raise _formula_error(formula, str(exc) or type(exc).__name__) from exc
+        raise _formula_error(formula, _pymatgen_reason(str(exc) or type(exc).__name__)) from exc
+
+
+def _pymatgen_reason(message: str) -> str:
+    """Put what pymatgen says about a formula that passed `_check_notation` in user terms."""
+    if message.startswith("could not convert string to float"):
+        # Group amounts are multiplied out into text; past 1e16 Python writes them with an
+        # exponent, which pymatgen's own reader then cannot read.
+        return f"amounts multiply out to more than {MAX_ATOMS:g} atoms"
+    unread = _PYMATGEN_UNREAD.match(message)
+    if unread:
+        return f"cannot read {unread['rest'].strip()!r} as element symbols and amounts"
+    return message
 
 
 @cache
@@ -244,7 +306,10 @@ def _reduce(
     # pymatgen silently drops elements written with amount 0 ('Fe0O3'); refuse them instead.
     if len(amounts) < len(written):
         dropped = sorted(written - amounts.keys())
-        raise _formula_error(formula, f"element(s) {', '.join(dropped)} have amount 0")
+        raise _formula_error(
+            formula,
+            f"amount of {', '.join(dropped)} is 0 or rounds to 0 (the minimum is {MIN_AMOUNT:g})",
+        )
     if len(amounts) > max_elements:
         raise _formula_error(
             formula, f"{len(amounts)} distinct elements; at most {max_elements} allowed"
@@ -272,6 +337,7 @@ def _reduce(
 def _parse_stripped(formula: str, max_elements: int) -> tuple[str, tuple[tuple[str, float], ...]]:
     # Cached, so it returns immutable values; only successful parses are cached. Keyed on the
     # one limit it applies, an int, whose hash is cheaper than a FormulaLimits's.
+    _check_notation(formula)
     written = _check_symbols(formula)
     reduced_formula, amounts = _reduce(formula, written, _parse_composition(formula), max_elements)
     return reduced_formula, tuple(amounts.items())
@@ -328,11 +394,14 @@ def validate_density(density: float) -> float:
     value = float(density)
     if not math.isfinite(value):
         raise InvalidDensityError(f"density must be a finite number, got {value}")
+    # The values as written ({value}, not {value:g}), so that 30.000000000000004 is not
+    # reported as 30 when it is refused for being over 30.
     if value <= 0:
-        raise InvalidDensityError(f"density must be greater than 0 g/cm³, got {value:g}")
+        raise InvalidDensityError(f"density must be greater than 0 g/cm³, got {value}")
     if value > MAX_DENSITY:
         raise InvalidDensityError(
-            f"density {value:g} g/cm³ is not physical; at most {MAX_DENSITY:g} g/cm³ allowed"
+            f"density {value} g/cm³ is not physical: it is above the maximum of {MAX_DENSITY:g} "
+            "g/cm³ (osmium, the densest element, is 22.6)"
         )
     return value
 

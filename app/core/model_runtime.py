@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from app.core.errors import ModelLoadError
 from app.core.features import DENSITY_INDEX, N_ELEMENTS, N_FEATURES, FeatureMatrix
+from app.core.native_stderr import tensorflow_startup_noise_hidden
 
 logger = logging.getLogger(__name__)
 
@@ -216,14 +217,15 @@ def load_signature(
             or ``runtime`` is ``litert`` and the model cannot run on LiteRT.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    reference = _load_tensorflow(saved_model_dir, n_classes)
-    if runtime is ModelRuntime.TENSORFLOW:
-        return LoadedSignature(reference, ModelRuntime.TENSORFLOW)
-    try:
-        compiled = _compile_litert(saved_model_dir, reference)
-    except RuntimeError as exc:
-        if runtime is ModelRuntime.LITERT:
-            raise ModelLoadError(f"runtime 'litert' was asked for, but {exc}") from exc
-        logger.warning("serving with TensorFlow, which is slower per call: %s", exc)
-        return LoadedSignature(reference, ModelRuntime.TENSORFLOW)
+    with tensorflow_startup_noise_hidden():
+        reference = _load_tensorflow(saved_model_dir, n_classes)
+        if runtime is ModelRuntime.TENSORFLOW:
+            return LoadedSignature(reference, ModelRuntime.TENSORFLOW)
+        try:
+            compiled = _compile_litert(saved_model_dir, reference)
+        except RuntimeError as exc:
+            if runtime is ModelRuntime.LITERT:
+                raise ModelLoadError(f"runtime 'litert' was asked for, but {exc}") from exc
+            logger.warning("serving with TensorFlow, which is slower per call: %s", exc)
+            return LoadedSignature(reference, ModelRuntime.TENSORFLOW)
     return LoadedSignature(compiled, ModelRuntime.LITERT)

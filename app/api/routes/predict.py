@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.dependencies import ServiceDep
 from app.api.errors import domain_error_detail, validation_error_detail
+from app.api.json_body import JSONBodyRoute
 from app.api.schemas import (
     BatchIn,
     BatchItemError,
@@ -24,15 +25,19 @@ from app.core.features import FormulaLimits, ParsedCompound, parse_compound
 from app.core.predictor import Predictor
 from app.core.timing import StageTimer
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], route_class=JSONBodyRoute)
 
 SERVER_TIMING = "Server-Timing"
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body cannot be decoded (e.g. not UTF-8)."},
+    400: {"model": ErrorResponse, "description": "The body is not UTF-8."},
     408: {"model": ErrorResponse, "description": "The body was sent too slowly."},
     413: {"model": ErrorResponse, "description": "The body is larger than allowed."},
-    422: {"model": ErrorResponse, "description": "The input is invalid; the message says why."},
+    415: {"model": ErrorResponse, "description": "The body is not declared as JSON."},
+    422: {
+        "model": ErrorResponse,
+        "description": "The input is invalid or repeats a JSON key; the message says why.",
+    },
     503: {"model": ErrorResponse, "description": "No model is loaded."},
 }
 
