@@ -9,7 +9,7 @@ CONSTRAINTS := constraints.txt
 # The snapshot the bundled model is trained on (not part of the repository).
 DATA ?= ../shared/data/mp_magnetic_ordering.csv
 
-.PHONY: serve test lint typecheck unit bench bench-quick load-test model lock clean
+.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test model lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: $(VENV)/.installed-dev
 ## bench-quick: a short run of the benchmarks, to check that they work (CI runs it)
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.speed --quick
+	$(BIN)/python -m bench.cli_speed --quick
+
+## bench-cli: `magorder predict` on 10,000 to 200,000 distinct formulas, in-process and via a server
+bench-cli: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.cli_speed
 
 ## load-test: bounded loopback load test of a real uvicorn; prints a Markdown report
 load-test: $(VENV)/.installed-dev

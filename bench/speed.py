@@ -165,7 +165,8 @@ class Report:
         self.targets.append((name, measured, met))
 
 
-def _machine() -> str:
+def describe_machine() -> str:
+    """The CPU, core count and package versions of this machine, in one line."""
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add(
         f"## Speed ({time.strftime('%Y-%m-%d')}, model at {args.model_dir.name})",
         "",
-        f"Machine: {_machine()}.",
+        f"Machine: {describe_machine()}.",
         "",
         f"Command: `{' '.join(['python -m bench.speed', *(argv or sys.argv[1:])])}`",
     )

@@ -34,6 +34,7 @@ def test_health_reports_the_loaded_model(client: TestClient) -> None:
         "model_version": FIXTURE_MODEL_VERSION,
         "trained": True,
         "runtime": "litert",
+        "max_batch_size": 1000,
     }
 
 

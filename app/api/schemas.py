@@ -142,3 +142,4 @@ class HealthOut(BaseModel):
     model_version: str
     trained: bool = Field(description="False while the service runs an untrained placeholder.")
     runtime: ModelRuntime = Field(description="What executes the SavedModel: LiteRT or TensorFlow.")
+    max_batch_size: int = Field(description="Most items `POST /predict/batch` accepts.")

@@ -19,7 +19,10 @@ async def health(service: ServiceDep) -> HealthOut:
     predictor = service.predictor
     metadata = predictor.metadata
     return HealthOut(
-        model_version=metadata.model_version, trained=metadata.trained, runtime=predictor.runtime
+        model_version=metadata.model_version,
+        trained=metadata.trained,
+        runtime=predictor.runtime,
+        max_batch_size=service.settings.max_batch_size,
     )
 
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from app.api.batch import predict_items
 from app.api.dependencies import ServiceDep
-from app.api.errors import domain_error_detail, validation_error_detail
 from app.api.json_body import JSONBodyRoute
 from app.api.schemas import (
     BatchIn,
-    BatchItemError,
-    BatchItemOk,
     BatchOut,
     CompoundIn,
     ErrorResponse,
     PredictionOut,
 )
-from app.core.errors import BatchTooLargeError, InvalidCompoundError
-from app.core.features import FormulaLimits, ParsedCompound, parse_compound
-from app.core.predictor import Predictor
+from app.core.errors import BatchTooLargeError
+from app.core.features import parse_compound
 from app.core.timing import StageTimer
 
 router = APIRouter(tags=["prediction"], route_class=JSONBodyRoute)
@@ -56,38 +52,6 @@ async def predict(compound: CompoundIn, service: ServiceDep) -> PredictionOut:
     return PredictionOut.from_prediction(prediction, service.predictor.metadata.model_version)
 
 
-def _formula_of(item: Any, max_length: int) -> str | None:
-    formula = item.get("formula") if isinstance(item, dict) else None
-    if not isinstance(formula, str):
-        return None
-    return formula if len(formula) <= max_length else formula[:max_length] + "…"
-
-
-def _predict_items(
-    items: list[Any], predictor: Predictor, limits: FormulaLimits, timer: StageTimer
-) -> BatchOut:
-    results: dict[int, BatchItemOk | BatchItemError] = {}
-    valid: list[tuple[int, ParsedCompound]] = []
-    with timer.stage("featurize"):
-        for index, item in enumerate(items):
-            try:
-                compound = CompoundIn.model_validate(item)
-                valid.append((index, parse_compound(compound.formula, compound.density, limits)))
-            except (ValidationError, InvalidCompoundError) as exc:
-                detail = (
-                    validation_error_detail(exc.errors(), root="item")
-                    if isinstance(exc, ValidationError)
-                    else domain_error_detail(exc)
-                )
-                formula = _formula_of(item, limits.max_length)
-                results[index] = BatchItemError(index=index, formula=formula, error=detail)
-    model_version = predictor.metadata.model_version
-    predictions = predictor.predict([compound for _, compound in valid], timer)
-    for (index, _), prediction in zip(valid, predictions, strict=True):
-        results[index] = BatchItemOk.from_prediction(prediction, model_version, index=index)
-    return BatchOut(model_version=model_version, results=[results[i] for i in sorted(results)])
-
-
 @router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)
 async def predict_batch(batch: BatchIn, service: ServiceDep, response: Response) -> BatchOut:
     """Predict many compounds in one model call; a bad item gets its own error, not the batch.
@@ -103,7 +67,7 @@ async def predict_batch(batch: BatchIn, service: ServiceDep, response: Response)
     timer = StageTimer()
     # A worker thread: a thousand parses would hold the event loop for tens of milliseconds.
     out = await run_in_threadpool(
-        _predict_items, batch.items, service.predictor, settings.formula_limits, timer
+        predict_items, batch.items, service.predictor, settings.formula_limits, timer
     )
     response.headers[SERVER_TIMING] = _server_timing(timer)
     return out

@@ -1,0 +1,1 @@
+"""The ``magorder`` command line: screening CSV files of candidate compounds."""

@@ -1,0 +1,193 @@
+"""The ``magorder`` console script: ``magorder predict candidates.csv -o ranked.csv``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO
+
+from app import __version__
+from app.cli.backends import Backend, BackendError, LocalBackend, RemoteBackend
+from app.cli.screening import screen
+from app.cli.table import DENSITY_COLUMNS, FORMULA_COLUMNS, TableError, plan_columns
+
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_ERROR = 2
+
+logger = logging.getLogger("app.cli")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="magorder",
+        description="Predict the magnetic ordering (FM, NM, FiM, AFM) of inorganic compounds.",
+    )
+    parser.add_argument("--version", action="version", version=f"magorder {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser(
+        "predict",
+        help="predict every row of a CSV of formulas and densities",
+        description=(
+            "Read a CSV with a header row, predict each row's magnetic ordering and write the "
+            "rows back with prediction, p_FM, p_NM, p_FiM, p_AFM, reduced_formula, warnings "
+            "and error columns. A row that cannot be predicted gets its error and the run goes "
+            "on. Exit status: 0 if every row was predicted, 1 if any row failed, 2 if the run "
+            "could not be done."
+        ),
+    )
+    predict.add_argument("input", help="the CSV file to read, or - for standard input")
+    predict.add_argument(
+        "-o", "--output", type=Path, default=None, help="CSV file to write (default: stdout)"
+    )
+    predict.add_argument(
+        "--url",
+        default=None,
+        help="send the rows to a running magorder service (e.g. http://localhost:8000) instead "
+        "of loading the model here",
+    )
+    predict.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="exported model to load (default: MAGORDER_MODEL_DIR, else the bundled model)",
+    )
+    predict.add_argument(
+        "--formula-column",
+        default=None,
+        help=f"column holding the formulas (default: the first of {', '.join(FORMULA_COLUMNS)})",
+    )
+    predict.add_argument(
+        "--density-column",
+        default=None,
+        help=f"column holding densities in g/cm³ (default: {', '.join(DENSITY_COLUMNS)})",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1000,
+        help="rows per model call or request; a server's own limit caps it (default: 1000)",
+    )
+    predict.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="with --url: further attempts after a connection error or a 503 (default: 3)",
+    )
+    predict.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary"
+    )
+    return parser
+
+
+def _local_backend(model_dir: Path | None, batch_size: int) -> LocalBackend:
+    # Imported here: the settings read the environment, and loading pulls in TensorFlow,
+    # neither of which `magorder --help` or `--url` needs.
+    from pydantic import ValidationError
+
+    from app.config import Settings, describe_settings_error
+    from app.core.predictor import Predictor
+
+    try:
+        settings = Settings() if model_dir is None else Settings(model_dir=model_dir)
+    except ValidationError as exc:
+        raise BackendError(describe_settings_error(exc)) from exc
+    predictor = Predictor.load(settings.model_dir, settings.runtime)
+    return LocalBackend(predictor, settings.formula_limits, batch_size)
+
+
+@contextmanager
+def _backend(args: argparse.Namespace) -> Iterator[Backend]:
+    if args.url is None:
+        yield _local_backend(args.model_dir, args.batch_size)
+        return
+    import httpx
+
+    with httpx.Client(base_url=args.url, timeout=60.0) as client:
+        remote = RemoteBackend(client, retries=args.retries)
+        remote.limit_batch_size(args.batch_size)
+        yield remote
+
+
+def _open_input(name: str) -> IO[str]:
+    # utf-8-sig: spreadsheets often start their CSV with a byte-order mark.
+    if name == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    return Path(name).open(encoding="utf-8-sig", newline="")
+
+
+def _count_rows(name: str) -> int | None:
+    if name == "-":
+        return None
+    with Path(name).open("rb") as raw:
+        return max(0, sum(1 for _ in raw) - 1)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        reader = csv.DictReader(stack.enter_context(_open_input(args.input)))
+        # The header is checked before the model loads: a wrong file fails in a moment.
+        columns = plan_columns(reader.fieldnames, args.formula_column, args.density_column)
+        backend = stack.enter_context(_backend(args))
+        sink: IO[str] = (
+            stack.enter_context(args.output.open("w", encoding="utf-8", newline=""))
+            if args.output is not None
+            else sys.stdout
+        )
+        progress = stack.enter_context(
+            tqdm(
+                total=_count_rows(args.input),
+                unit=" rows",
+                disable=True if args.quiet else None,  # None: only on a terminal
+                file=sys.stderr,
+            )
+        )
+        summary = screen(reader, columns, sink, backend, progress)
+    if not args.quiet:
+        elapsed = time.perf_counter() - started
+        print(f"magorder: {summary.describe()} in {elapsed:.1f} s", file=sys.stderr)
+    return EXIT_ROWS_FAILED if summary.failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: The arguments, without the program name; ``sys.argv[1:]`` when omitted.
+
+    Returns:
+        The exit status: 0 when every row was predicted, 1 when some failed, 2 on an error
+        that stopped the run.
+    """
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="magorder: %(message)s")
+    from app.core.errors import ModelLoadError
+
+    try:
+        return _predict(args)
+    except BrokenPipeError:
+        # The reader went away (`magorder predict big.csv | head`): stop without a word, and
+        # keep Python from complaining again when it flushes standard output at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except (OSError, UnicodeDecodeError, TableError, BackendError, ModelLoadError) as exc:
+        print(f"magorder: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,176 @@
+"""CSV in and out for the command line: finding the columns, streaming rows in chunks."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from app.api.schemas import BatchItemError, BatchItemOk
+from app.core.errors import InvalidDensityError
+from app.core.features import validate_density
+from app.core.model_card import MagneticOrdering
+
+FORMULA_COLUMNS = ("formula", "formula_pretty", "composition")
+DENSITY_COLUMNS = ("density",)
+PROBABILITY_PREFIX = "p_"
+CLASSES = tuple(MagneticOrdering)
+"""The classes, in the order of the probability columns."""
+ADDED_COLUMNS = (
+    "prediction",
+    *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
+    "reduced_formula",
+    "warnings",
+    "error",
+)
+"""The columns the command adds after every input column."""
+
+
+class TableError(ValueError):
+    """The input table cannot be screened as it is (missing column, clashing names)."""
+
+
+def find_column(header: Sequence[str], names: Sequence[str], chosen: str | None, what: str) -> str:
+    """Pick the column holding a quantity: the one asked for, or the first common name found.
+
+    Args:
+        header: The input's column names.
+        names: Common names of the column, in order of preference (matched ignoring case).
+        chosen: A column named by the user, which must exist.
+        what: What the column holds, for messages.
+
+    Returns:
+        The column name as the input spells it.
+
+    Raises:
+        TableError: No such column.
+    """
+    if chosen is not None:
+        if chosen not in header:
+            raise TableError(f"no column {chosen!r} in the input; its columns are {list(header)}")
+        return chosen
+    by_lower = {column.strip().lower(): column for column in header}
+    for name in names:
+        if name in by_lower:
+            return by_lower[name]
+    flag = f"--{what}-column"
+    raise TableError(
+        f"no {what} column found: looked for {', '.join(names)}; its columns are "
+        f"{list(header)}; name the column with {flag}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Where the formula and the density are, and the header of the output."""
+
+    formula: str
+    density: str
+    output: list[str]
+
+
+def plan_columns(
+    header: Sequence[str] | None,
+    formula_column: str | None = None,
+    density_column: str | None = None,
+) -> Columns:
+    """Find the input columns and lay out the output's.
+
+    Raises:
+        TableError: The input is empty, lacks a column, or already has an output column.
+    """
+    if not header:
+        raise TableError("the input has no header row; its first line must name the columns")
+    clashing = [column for column in ADDED_COLUMNS if column in header]
+    if clashing:
+        raise TableError(
+            f"the input already has column(s) {clashing}, which the output adds; "
+            "rename or drop them first"
+        )
+    return Columns(
+        formula=find_column(header, FORMULA_COLUMNS, formula_column, "formula"),
+        density=find_column(header, DENSITY_COLUMNS, density_column, "density"),
+        output=[*header, *ADDED_COLUMNS],
+    )
+
+
+def read_chunks(reader: csv.DictReader[str], size: int) -> Iterator[list[dict[str, str]]]:
+    """Yield the rows of a CSV reader in lists of at most ``size``."""
+    chunk: list[dict[str, str]] = []
+    for row in reader:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def density_of(text: str | None) -> float:
+    """Read a density cell as the service would check a JSON number.
+
+    Raises:
+        InvalidDensityError: The cell is empty, not a number, or not a plausible density.
+    """
+    if text is None or not text.strip():
+        raise InvalidDensityError("density is missing")
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidDensityError(f"density {text!r} is not a number") from None
+    return validate_density(value)
+
+
+def _probability(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def result_cells(result: BatchItemOk | BatchItemError) -> dict[str, str]:
+    """The output cells of one predicted, or failed, row."""
+    if isinstance(result, BatchItemError):
+        return {"error": result.error.message}
+    cells = {
+        "prediction": result.prediction.value,
+        "reduced_formula": result.reduced_formula,
+        "warnings": "; ".join(result.warnings),
+    }
+    for ordering in CLASSES:
+        cells[f"{PROBABILITY_PREFIX}{ordering.value}"] = _probability(
+            result.probabilities[ordering]
+        )
+    return cells
+
+
+def write_rows(
+    writer: csv.DictWriter[str],
+    rows: Sequence[dict[str, str]],
+    refused: dict[int, str],
+    results: Sequence[BatchItemOk | BatchItemError],
+) -> None:
+    """Write a chunk: each input row with its result or its error.
+
+    Args:
+        writer: The output.
+        rows: The chunk's input rows.
+        refused: Rows refused before prediction, by position in the chunk, with the reason.
+        results: Results of the other rows, in order.
+    """
+    remaining = iter(results)
+    for position, row in enumerate(rows):
+        if position in refused:
+            cells = {"error": refused[position]}
+        else:
+            cells = result_cells(next(remaining))
+        writer.writerow({**row, **cells})
+
+
+def open_writer(stream: IO[str], columns: Sequence[str]) -> csv.DictWriter[str]:
+    """A CSV writer of the output columns, its header written."""
+    # "\n", not the csv module's "\r\n": the output is read by shell tools as often as by
+    # spreadsheets, and both take "\n".
+    writer = csv.DictWriter(
+        stream, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    return writer

@@ -1,0 +1,203 @@
+"""The ``magorder`` command line on real CSV files, in-process and against a real uvicorn."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import main
+from bench.server import free_port, start_server, wait_until_healthy
+
+CANDIDATES = """id,formula,density,note
+1,Fe2O3,5.24,hematite
+2,Qq2,3.0,typo
+3,NaCl,2.17,"salt, rock"
+4,NiO,heavy,bad density
+5,Ba0.5Sr0.5TiO3,5.6,disordered
+6,MnO,5.37,
+7,CuSO4·5H2O,2.28,hydrate
+"""
+ADDED = ["prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "reduced_formula", "warnings", "error"]
+
+
+def _write(tmp_path: Path, text: str, name: str = "in.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _run(
+    args: list[str], model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """Run the command in this process; return its status, standard output and error."""
+    status = main([*args, "--model-dir", str(model_dir)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_every_row_comes_back_with_its_prediction_or_its_error(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.csv"
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "-o", str(out)], model_dir, capsys)
+    assert status == 1  # some rows failed
+    rows = _rows(out.read_text(encoding="utf-8"))
+    assert list(rows[0]) == ["id", "formula", "density", "note", *ADDED]
+    assert [row["id"] for row in rows] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert rows[2]["note"] == "salt, rock"
+    by_id = {row["id"]: row for row in rows}
+    for good in ("1", "3", "5", "6", "7"):
+        row = by_id[good]
+        assert row["error"] == ""
+        probabilities = {name: float(row[f"p_{name}"]) for name in ("FM", "NM", "FiM", "AFM")}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["prediction"] == max(probabilities, key=probabilities.__getitem__)
+    assert by_id["7"]["reduced_formula"] == "CuH10SO9"
+    assert "fractional" in by_id["5"]["warnings"]
+    assert by_id["2"]["error"] == "invalid formula 'Qq2': unknown element symbol(s) 'Qq'"
+    assert by_id["4"]["error"] == "density 'heavy' is not a number"
+    assert by_id["2"]["prediction"] == by_id["2"]["p_FM"] == ""
+    assert "7 rows: 5 predicted" in log
+    assert "2 failed" in log
+
+
+def test_a_file_of_good_rows_exits_0(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "formula,density\nFe2O3,5.24\nNaCl,2.17\n")
+    status, out, _ = _run(["predict", str(path), "--quiet"], model_dir, capsys)
+    assert status == 0
+    rows = _rows(out)
+    assert [row["formula"] for row in rows] == ["Fe2O3", "NaCl"]
+
+
+@pytest.mark.parametrize(
+    ("header", "flags"),
+    [
+        ("formula_pretty,density", []),
+        ("Composition,Density", []),
+        ("name,rho", ["--formula-column", "name", "--density-column", "rho"]),
+    ],
+)
+def test_columns_are_found_by_common_names_or_named_by_flags(
+    tmp_path: Path,
+    model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    header: str,
+    flags: list[str],
+) -> None:
+    path = _write(tmp_path, f"{header}\nNiO,6.67\n")
+    status, out, _ = _run(["predict", str(path), "-q", *flags], model_dir, capsys)
+    assert status == 0
+    (row,) = _rows(out)
+    assert row["reduced_formula"] == "NiO"
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "message"),
+    [
+        (
+            "name,density\nNiO,6.67\n",
+            [],
+            "no formula column found: looked for formula, formula_pretty, composition; its "
+            "columns are ['name', 'density']; name the column with --formula-column",
+        ),
+        ("formula,density\nNiO,6.67\n", ["--density-column", "rho"], "no column 'rho'"),
+        (
+            "formula,density,prediction\nNiO,6.67,AFM\n",
+            [],
+            "the input already has column(s) ['prediction'], which the output adds",
+        ),
+        ("", [], "the input has no header row"),
+    ],
+)
+def test_an_unusable_table_stops_with_status_2_and_a_reason(
+    tmp_path: Path,
+    model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    flags: list[str],
+    message: str,
+) -> None:
+    status, _, log = _run(["predict", str(_write(tmp_path, text)), *flags], model_dir, capsys)
+    assert status == 2
+    assert f"magorder: error: {message}" in log
+
+
+def test_a_missing_input_file_is_status_2(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, log = _run(["predict", str(tmp_path / "nope.csv")], model_dir, capsys)
+    assert status == 2
+    assert "No such file or directory" in log
+
+
+def test_the_console_script_reads_stdin_and_writes_stdout(model_dir: Path) -> None:
+    script = Path(sys.executable).parent / "magorder"
+    result = subprocess.run(
+        [str(script), "predict", "-", "--model-dir", str(model_dir)],
+        input="formula,density\nFe2O3,5.24\nXx,1\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    rows = _rows(result.stdout)
+    assert [row["error"] != "" for row in rows] == [False, True]
+    assert "2 rows: 1 predicted" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def small_batch_server(model_dir: Path) -> Iterator[str]:
+    """A real uvicorn on the fixture model that takes batches of at most 3 items."""
+    port = free_port()
+    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_MAX_BATCH_SIZE": "3"}
+    process = start_server(port, env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, base_url, 60.0)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_server_gives_byte_for_byte_the_local_output(
+    tmp_path: Path,
+    model_dir: Path,
+    small_batch_server: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = _write(tmp_path, CANDIDATES)
+    local, remote = tmp_path / "local.csv", tmp_path / "remote.csv"
+    assert _run(["predict", str(path), "-o", str(local)], model_dir, capsys)[0] == 1
+    # Seven rows in batches of three: the server's limit, read from /health, splits them.
+    status, _, log = _run(
+        ["predict", str(path), "-o", str(remote), "--url", small_batch_server], model_dir, capsys
+    )
+    assert status == 1
+    assert "7 rows: 5 predicted" in log
+    assert remote.read_bytes() == local.read_bytes()
+
+
+def test_an_unreachable_server_is_status_2_after_retries(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "--url", url, "--retries", "1"], model_dir, capsys)
+    assert status == 2
+    assert f"magorder: error: cannot reach {url}" in log
