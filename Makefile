@@ -9,7 +9,7 @@ CONSTRAINTS := constraints.txt
 # The snapshot the bundled model is trained on (not part of the repository).
 DATA ?= ../shared/data/mp_magnetic_ordering.csv
 
-.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test model lock clean
+.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck .ci/run scripts/*.sh
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -61,6 +62,10 @@ bench-cli: $(VENV)/.installed-dev
 ## load-test: bounded loopback load test of a real uvicorn; prints a Markdown report
 load-test: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.load_test
+
+## docker-check: build the image without Docker Hub and check it, alone and via docker-compose (root, apt)
+docker-check:
+	bash scripts/docker-check.sh
 
 ## model: train and score every model on $(DATA), write the model card, export the bundled model
 model: $(VENV)/.installed-train
