@@ -22,6 +22,7 @@ import pandas as pd
 from app.core.errors import InvalidDensityError, InvalidFormulaError
 from app.core.features import FeatureMatrix, ParsedCompound, parse_compound, vectorize
 from app.core.model_card import MagneticOrdering
+from model_training.rule_labels import contradicted_elements, contradicted_rule_labels
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class CleaningReport:
         class_counts: Rows kept per ordering.
         label_source_counts: Rows kept per ``label_source``.
         n_formulas: Distinct reduced formulas among the rows kept.
+        contradicted_rule_elements: Elements whose rule-assigned NM labels were dropped, with
+            the number of MP's own labels that judged the rule and how many of them are NM.
     """
 
     path: str
@@ -71,6 +74,7 @@ class CleaningReport:
     class_counts: dict[str, int]
     label_source_counts: dict[str, int]
     n_formulas: int
+    contradicted_rule_elements: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready values."""
@@ -83,6 +87,9 @@ class CleaningReport:
             "class_counts": dict(self.class_counts),
             "label_source_counts": dict(self.label_source_counts),
             "n_formulas": self.n_formulas,
+            "contradicted_rule_elements": {
+                element: list(counts) for element, counts in self.contradicted_rule_elements.items()
+            },
         }
 
 
@@ -184,7 +191,9 @@ def clean_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str) -> LabelledD
     four classes, e.g. MP's ``Unknown``), ``unparsable_formula`` and ``non_physical_density``
     (refused by the service's own parser: the model is never trained on what it could not
     serve), ``duplicate_material`` (the same ``material_id`` twice; MP's stored label wins
-    over a derived one).
+    over a derived one), ``rule_label_contradicted`` (an NM label assigned by rule to a
+    compound of an element for which MP's own labels contradict the rule; see
+    `model_training.rule_labels`).
 
     Args:
         frame: Rows from `read_snapshot`.
@@ -213,18 +222,20 @@ def clean_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str) -> LabelledD
     drop(~rows["ordering"].isin([str(c) for c in CLASSES]), "unknown_ordering")
     compounds, reasons = _parse_rows(rows)
     dropped.update(reason for reason in reasons if reason is not None)
-    rows = rows[[reason is None for reason in reasons]]
+    parsed = [reason is None for reason in reasons]
     kept_compounds = [c for c in compounds if c is not None]
-    rows = rows.assign(reduced_formula=[c.reduced_formula for c in kept_compounds])
+    rows = rows[parsed].assign(
+        reduced_formula=[c.reduced_formula for c in kept_compounds],
+        _compound=kept_compounds,  # dropped with its row from here on
+    )
     priority = (~rows["label_source"].str.startswith(_EXACT_LABEL_PREFIX)).astype(int)
     ranked = rows.assign(_priority=priority).sort_values("_priority", kind="stable")
     duplicate = ranked["material_id"].notna() & ranked["material_id"].duplicated(keep="first")
-    duplicate = duplicate.reindex(rows.index)
-    kept_compounds = [
-        c for c, is_duplicate in zip(kept_compounds, duplicate, strict=True) if not is_duplicate
-    ]
-    drop(duplicate, "duplicate_material")
+    drop(duplicate.reindex(rows.index), "duplicate_material")
+    contradicted = contradicted_elements(rows)
+    drop(contradicted_rule_labels(rows, set(contradicted)), "rule_label_contradicted")
     rows = rows.reset_index(drop=True)
+    kept_compounds = rows.pop("_compound").tolist()
 
     class_index = {str(c): i for i, c in enumerate(CLASSES)}
     labels = rows["ordering"].map(class_index).to_numpy(dtype=np.int64)
@@ -239,6 +250,7 @@ def clean_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str) -> LabelledD
             str(k): int(v) for k, v in rows["label_source"].value_counts().sort_index().items()
         },
         n_formulas=int(rows["reduced_formula"].nunique()),
+        contradicted_rule_elements=contradicted,
     )
     logger.info(
         "snapshot %s: %d rows read, %d kept, dropped %s",

@@ -350,6 +350,7 @@ def write_model_card(
         f"- {data.rows_read} rows read, {data.rows_kept} kept; dropped by reason: "
         + (", ".join(f"{k} {v}" for k, v in data.dropped.items()) or "none")
         + ".",
+        *_rule_check_lines(data.contradicted_rule_elements),
         "- Classes kept: " + ", ".join(f"{k} {v}" for k, v in data.class_counts.items()) + ".",
         "- Label sources kept: "
         + ", ".join(f"`{k}` {v}" for k, v in data.label_source_counts.items())
@@ -384,6 +385,22 @@ def write_model_card(
     path = directory / MODEL_CARD_FILENAME
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _rule_check_lines(contradicted: dict[str, tuple[int, int]]) -> list[str]:
+    if not contradicted:
+        return []
+    judged = ", ".join(
+        f"{element} {non_magnetic} of {seen}"
+        for element, (seen, non_magnetic) in sorted(contradicted.items())
+    )
+    return [
+        "- `rule_label_contradicted`: the NM label the snapshot assigns by rule "
+        "(`rule_absent_from_magnetic_set`: no polymorph in the magnetic set) was dropped for "
+        f"compounds of {', '.join(sorted(contradicted))}. For these elements MP's own labels "
+        "of compounds absent from the magnetic set are mostly magnetic: NM in "
+        f"{judged} (over all elements, about 95 % are NM). See `model_training/rule_labels.py`."
+    ]
 
 
 def _error_lines(evaluation: Evaluation) -> list[str]:

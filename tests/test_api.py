@@ -435,3 +435,12 @@ def test_a_repeated_json_key_is_a_422_naming_it(
         "message": f"key '{key}' appears more than once in one JSON object; send each key once",
         "field": key,
     }
+
+
+def test_json_nested_too_deeply_is_a_422_saying_so(client: TestClient) -> None:
+    response = client.post("/predict", content="[" * 100_000 + "]" * 100_000, headers=_JSON)
+    assert response.status_code == 422
+    assert _error(response) == {
+        "type": "json_too_deep",
+        "message": "JSON body is nested too deeply to read; a request needs three levels at most",
+    }

@@ -112,7 +112,8 @@ def parse_json_body(body: bytes) -> Any:
         The decoded JSON value.
 
     Raises:
-        RequestBodyError: 400 when the body is not UTF-8, 422 when an object repeats a key.
+        RequestBodyError: 400 when the body is not UTF-8; 422 when an object repeats a key or
+            the nesting is too deep for Python's parser.
         json.JSONDecodeError: The text is not JSON; FastAPI reports where.
     """
     try:
@@ -129,6 +130,12 @@ def parse_json_body(body: bytes) -> Any:
         ) from None
     try:
         return json.loads(text, object_pairs_hook=_unique_keys_object)
+    except RecursionError:
+        raise RequestBodyError(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "json_too_deep",
+            "JSON body is nested too deeply to read; a request needs three levels at most",
+        ) from None
     except _DuplicateKeyError as exc:
         raise RequestBodyError(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
