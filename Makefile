@@ -8,6 +8,8 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 CONSTRAINTS := constraints.txt
 # The snapshot the bundled model is trained on (not part of the repository).
 DATA ?= ../shared/data/mp_magnetic_ordering.csv
+# Version of the bundled model: bump it with every retrained model that is committed.
+MODEL_VERSION ?= 1.1.0
 
 .PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model lock clean
 
@@ -69,7 +71,8 @@ docker-check:
 
 ## model: train and score every model on $(DATA), write the model card, export the bundled model
 model: $(VENV)/.installed-train
-	$(BIN)/python -m model_training evaluate --data $(DATA) --model-dir artifacts/model
+	$(BIN)/python -m model_training evaluate --data $(DATA) --model-dir artifacts/model \
+		--version $(MODEL_VERSION)
 
 ## lock: re-resolve the newest allowed versions and record them in constraints.txt
 lock:
