@@ -152,11 +152,13 @@ def _predict(args: argparse.Namespace) -> int:
             if args.output is not None
             else sys.stdout
         )
+        # A bar only on a terminal; only then is the input read once more to count its rows.
+        show_progress = not args.quiet and sys.stderr.isatty()
         progress = stack.enter_context(
             tqdm(
-                total=_count_rows(args.input),
+                total=_count_rows(args.input) if show_progress else None,
                 unit=" rows",
-                disable=True if args.quiet else None,  # None: only on a terminal
+                disable=not show_progress,
                 file=sys.stderr,
             )
         )
