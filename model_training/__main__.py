@@ -114,6 +114,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-random-split", action="store_true", help="skip the random-row leakage check"
     )
 
+    ablate = commands.add_parser(
+        "ablate",
+        help="fit the variants of the recipe that were tried (ensemble size, dropout, "
+        "distillation, an element-set encoder, decision offsets, vector scaling) on one grouped "
+        "split beside LightGBM and print their scores; exports nothing",
+    )
+    _add_training_options(ablate)
+
     placeholder = commands.add_parser(
         "placeholder",
         help="export an UNTRAINED placeholder model (random weights) for the service to start on",
@@ -167,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(summary, indent=2))
         elif args.command == "evaluate":
             print(commands.evaluate(args, command_line=command_line))
+        elif args.command == "ablate":
+            print(commands.ablate(args, command_line=command_line))
         else:
             from model_training.placeholder import export_placeholder
 

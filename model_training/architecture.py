@@ -194,6 +194,38 @@ def derived_features(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float3
     return np.asarray(CompositionFeatures()(features), dtype=np.float32)
 
 
+def standardised_features(
+    features: Any,
+    feature_mean: npt.NDArray[np.float32] | None,
+    feature_variance: npt.NDArray[np.float32] | None,
+) -> Any:
+    """Derived features of a Keras input, standardised with the training-split statistics.
+
+    Args:
+        features: The ``(n, 119)`` raw-vector input.
+        feature_mean: Mean of each derived feature; zeros when omitted.
+        feature_variance: Variance of each derived feature; ones when omitted.
+
+    Returns:
+        The ``(n, len(derived_feature_names()))`` standardised tensor.
+    """
+    n_derived = len(derived_feature_names())
+    mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
+    variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
+    x = CompositionFeatures(name="composition")(features)
+    return keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+
+
+def hidden_layers(x: Any, config: ModelConfig) -> Any:
+    """The magorder preset's hidden stack: dense, layer norm, GELU and dropout per layer."""
+    for i, units in enumerate(config.hidden_units):
+        x = keras.layers.Dense(units, name=f"hidden_{i}")(x)
+        x = keras.layers.LayerNormalization(name=f"norm_{i}")(x)
+        x = keras.layers.Activation("gelu", name=f"gelu_{i}")(x)
+        x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    return x
+
+
 def build_logits_model(
     config: ModelConfig,
     *,
@@ -220,16 +252,7 @@ def build_logits_model(
         for i, units in enumerate(config.hidden_units):
             x = keras.layers.Dense(units, activation="silu", name=f"hidden_{i}")(x)
     else:
-        n_derived = len(derived_feature_names())
-        mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
-        variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
-        x = CompositionFeatures(name="composition")(features)
-        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
-        for i, units in enumerate(config.hidden_units):
-            x = keras.layers.Dense(units, name=f"hidden_{i}")(x)
-            x = keras.layers.LayerNormalization(name=f"norm_{i}")(x)
-            x = keras.layers.Activation("gelu", name=f"gelu_{i}")(x)
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+        x = hidden_layers(standardised_features(features, feature_mean, feature_variance), config)
     logits = keras.layers.Dense(N_CLASSES, name="logits")(x)
     # Unique per seed: ensemble members live side by side in one exported model.
     return keras.Model(features, logits, name=f"{config.preset}_seed{config.seed}")

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from model_training.ablation import ablation_table, run_ablation
 from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import LabelledData, load_labelled_data
 from model_training.evaluate import calibrate, run_evaluation
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT_FILENAME = "split.csv"
 METRICS_FILENAME = "metrics.json"
+ABLATION_FILENAME = "ablation.md"
 SEED_PRESET_EPOCHS = 20
 
 
@@ -124,6 +126,32 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "strategy": network.strategy,
         "model_dir": str(args.output),
     }
+
+
+def ablate(args: argparse.Namespace, *, command_line: str) -> str:
+    """Fit and score the variants of the recipe on one grouped split (nothing is exported).
+
+    Args:
+        args: Parsed ``ablate`` arguments.
+        command_line: The command as typed, written at the top of the saved table.
+
+    Returns:
+        The Markdown table of every variant, as printed and saved in the run directory.
+    """
+    data, split = _data_and_split(args)
+    results = run_ablation(
+        data,
+        split,
+        model_config=_model_config(args, Preset.MAGORDER),
+        train_config=_train_config(args, Preset.MAGORDER),
+        strategy=choose_strategy(StrategyChoice(args.strategy)),
+        verbose=0 if args.quiet else 2,
+        on_stage=lambda stage: logger.info("== %s", stage),
+    )
+    table = ablation_table(results)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    (args.run_dir / ABLATION_FILENAME).write_text(f"`{command_line}`\n\n{table}\n")
+    return f"{table}\n\nsaved to {args.run_dir / ABLATION_FILENAME}"
 
 
 def evaluate(args: argparse.Namespace, *, command_line: str) -> str:

@@ -266,6 +266,10 @@ def write_model_card(
         "",
         *_targets(evaluation),
         "",
+        "What was tried to reach them, each variant fitted and scored beside LightGBM on one "
+        "grouped split, is in the repository's `docs/model_experiments.md` (`python -m "
+        "model_training ablate`).",
+        "",
         "## Every model on the same test rows",
         "",
         *_scores_table([(r.name, r.test) for r in evaluation.results]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,9 @@ from model_training.strategy import strategy_name
 logger = logging.getLogger(__name__)
 
 MONITOR = "val_macro_f1"
+
+ModelBuilder = Callable[..., keras.Model]
+"""Builds an untrained logits model: ``build(config, feature_mean=..., feature_variance=...)``."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,13 @@ def _fit_member(
     train_config: TrainConfig,
     strategy: Any,
     verbose: int,
+    build: ModelBuilder,
 ) -> tuple[keras.Model, int, int, float]:
     """Fit one network; return it at its best epoch, that epoch, epochs run and its score."""
     keras.utils.set_random_seed(model_config.seed)
     steps_per_epoch = -(-len(train.labels) // train_config.batch_size)
     with strategy.scope():
-        model = build_logits_model(model_config, **normalisation)
+        model = build(model_config, **normalisation)
         schedule = keras.optimizers.schedules.CosineDecay(
             train_config.learning_rate, decay_steps=steps_per_epoch * train_config.epochs
         )
@@ -194,6 +199,8 @@ def fit_network(
     train_config: TrainConfig,
     strategy: Any,
     verbose: int = 2,
+    teacher: npt.NDArray[np.float32] | None = None,
+    build: ModelBuilder = build_logits_model,
 ) -> TrainedNetwork:
     """Fit a network on the training rows, keeping the epoch of best validation macro-F1.
 
@@ -210,6 +217,9 @@ def fit_network(
         train_config: Epochs, batch size, learning rate, class weighting, patience.
         strategy: The ``tf.distribute`` strategy to build and fit under.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+        teacher: The teacher's out-of-fold probabilities of the training rows, when already
+            computed (several fits on one split share them); fitted here when omitted.
+        build: Builds each member; `build_logits_model` unless an experiment swaps it.
 
     Returns:
         The trained network.
@@ -228,9 +238,10 @@ def fit_network(
     )
     targets = one_hot(train.labels)
     if train_config.distillation > 0:
-        teacher = GradientBoostedTrees.out_of_fold_probabilities(
-            train, rounds=train_config.teacher_rounds, seed=model_config.seed
-        )
+        if teacher is None:
+            teacher = GradientBoostedTrees.out_of_fold_probabilities(
+                train, rounds=train_config.teacher_rounds, seed=model_config.seed
+            )
         targets = (1 - train_config.distillation) * targets + train_config.distillation * teacher
     normalisation = _standardisation(model_config, train.features)  # the same for every member
     members, best_epochs, epochs_run, member_scores = [], [], [], []
@@ -245,6 +256,7 @@ def fit_network(
             train_config=train_config,
             strategy=strategy,
             verbose=verbose,
+            build=build,
         )
         logger.info(
             "%s member %d/%d: validation macro-F1 %.4f at epoch %d of %d (%d parameters)",
