@@ -198,10 +198,15 @@ class _Variant:
     test: Logits
 
 
-def _temperature_result(
-    name: str, description: str, variant: _Variant, validation: Labels, test: Labels
+def _result(
+    name: str,
+    description: str,
+    variant: _Variant,
+    validation: Labels,
+    test: Labels,
+    *,
+    temperature: float = 1.0,
 ) -> AblationResult:
-    temperature = fit_temperature(variant.validation, validation)
     return AblationResult(
         name=name,
         description=description,
@@ -209,6 +214,13 @@ def _temperature_result(
         test=score(test, variant.test.argmax(axis=1)),
         ece=expected_calibration_error(probabilities_from_logits(variant.test, temperature), test),
     )
+
+
+def _temperature_result(
+    name: str, description: str, variant: _Variant, validation: Labels, test: Labels
+) -> AblationResult:
+    temperature = fit_temperature(variant.validation, validation)
+    return _result(name, description, variant, validation, test, temperature=temperature)
 
 
 def _offset_result(
@@ -228,13 +240,7 @@ def _vector_scaling_result(
         "%s: scale %s, offset %s", name, np.round(scale, 3).tolist(), np.round(offset, 3).tolist()
     )
     scaled = _Variant(variant.validation * scale + offset, variant.test * scale + offset)
-    return AblationResult(
-        name=name,
-        description=description,
-        validation_macro_f1=score(validation, scaled.validation.argmax(axis=1)).macro_f1,
-        test=score(test, scaled.test.argmax(axis=1)),
-        ece=expected_calibration_error(probabilities_from_logits(scaled.test), test),
-    )
+    return _result(name, description, scaled, validation, test)
 
 
 def run_ablation(
@@ -287,7 +293,7 @@ def run_ablation(
         return _Variant(network.logits(validation.features), network.logits(test.features))
 
     single = replace(model_config, ensemble_size=1)
-    n_members = max(model_config.ensemble_size + 2, 2)
+    n_members = model_config.ensemble_size + 2
     members = []
     for index in range(n_members):
         on_stage(f"network {index + 1} of {n_members}")
