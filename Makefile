@@ -10,8 +10,12 @@ CONSTRAINTS := constraints.txt
 DATA ?= ../shared/data/mp_magnetic_ordering.csv
 # Version of the bundled model: bump it with every retrained model that is committed.
 MODEL_VERSION ?= 1.1.0
+# The reported Curie and Néel temperatures the experiment head is trained on (not part of the
+# repository either), and the version of the bundled experiment head.
+EXPERIMENT_DATA ?= ../shared/data/experimental_magnetic.csv
+EXPERIMENT_VERSION ?= 1.0.0
 
-.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model lock clean
+.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model experiment-model lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +77,11 @@ docker-check:
 model: $(VENV)/.installed-train
 	$(BIN)/python -m model_training evaluate --data $(DATA) --model-dir artifacts/model \
 		--version $(MODEL_VERSION)
+
+## experiment-model: train and score the experiment head on $(EXPERIMENT_DATA), write its card, export it into artifacts/model/experiment
+experiment-model: $(VENV)/.installed-train
+	$(BIN)/python -m model_training experiment --data $(EXPERIMENT_DATA) --mp-data $(DATA) \
+		--model-dir artifacts/model --run-dir runs/experiment --version $(EXPERIMENT_VERSION)
 
 ## lock: re-resolve the newest allowed versions and record them in constraints.txt
 lock:

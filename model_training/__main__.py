@@ -122,6 +122,29 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_training_options(ablate)
 
+    experiment = commands.add_parser(
+        "experiment",
+        help="train and score the experiment head (FM/AFM and ordering temperature, from "
+        "reported Curie and Néel temperatures) beside its baselines, write its card and "
+        "export it into <model-dir>/experiment",
+    )
+    _add_training_options(experiment)
+    experiment.set_defaults(run_dir=Path("runs") / "experiment")
+    experiment.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("runs") / "model",
+        help="model directory whose Materials Project head it is compared with and exported "
+        "beside (default: runs/model; the bundled model is artifacts/model)",
+    )
+    experiment.add_argument(
+        "--mp-data",
+        type=Path,
+        default=None,
+        help="Materials Project snapshot, to estimate densities for comparing the MP head "
+        "(the comparison is left out without it)",
+    )
+
     placeholder = commands.add_parser(
         "placeholder",
         help="export an UNTRAINED placeholder model (random weights) for the service to start on",
@@ -177,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(commands.evaluate(args, command_line=command_line))
         elif args.command == "ablate":
             print(commands.ablate(args, command_line=command_line))
+        elif args.command == "experiment":
+            print(commands.experiment(args, command_line=command_line))
         else:
             from model_training.placeholder import export_placeholder
 

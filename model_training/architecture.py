@@ -40,14 +40,19 @@ _CHARGE_BALANCE_FEATURES = (
 )
 
 
-def derived_feature_names() -> tuple[str, ...]:
-    """Name every column `CompositionFeatures` produces, in order."""
+_DENSITY_FEATURES = ("density", "log_density", "volume_per_atom")
+
+
+def derived_feature_names(*, with_density: bool = True) -> tuple[str, ...]:
+    """Name every column `CompositionFeatures` produces, in order.
+
+    Args:
+        with_density: Whether the density and what is computed from it are among them.
+    """
     return (
         *(f"fraction_{symbol}" for symbol in element_symbols()),
         *(f"{stat}_{name}" for stat in _STATISTICS for name in PROPERTY_NAMES),
-        "density",
-        "log_density",
-        "volume_per_atom",
+        *(_DENSITY_FEATURES if with_density else ()),
         "log_atoms_in_formula",
         "n_elements",
         "max_fraction",
@@ -67,10 +72,16 @@ class CompositionFeatures(keras.layers.Layer):  # type: ignore[misc]
     close the atoms sit, which decides whether moments couple. A charge-balance estimate
     of the transition metals' oxidation state gives their d-electron count: d0 and d10 ions
     (Ti4+ in CaTiO3, Zr4+ in ZrO2, Zn2+) carry no moment, whatever the element.
+
+    Args:
+        with_density: False leaves out the density and the volume per atom: the layer then
+            never reads the vector's density, for models trained on data that have none.
+        **kwargs: Passed to `keras.layers.Layer`.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, with_density: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.with_density = with_density
         table = element_property_table()
         self._properties = keras.ops.convert_to_tensor(table)
         self._properties_squared = keras.ops.convert_to_tensor(np.square(table))
@@ -115,7 +126,6 @@ class CompositionFeatures(keras.layers.Layer):  # type: ignore[misc]
         """Map ``(n, 119)`` raw features to ``(n, len(derived_feature_names()))``."""
         ops = keras.ops
         counts = ops.maximum(features[:, :N_ELEMENTS], 0.0)
-        density = ops.maximum(features[:, N_ELEMENTS:], 1e-3)
         total = ops.maximum(ops.sum(counts, axis=-1, keepdims=True), 1e-6)
         fractions = counts / total
         present = counts > 0
@@ -127,8 +137,13 @@ class CompositionFeatures(keras.layers.Layer):  # type: ignore[misc]
         big = 1e6
         minimum = ops.min(ops.where(present_3d, table, big), axis=1)
         maximum = ops.max(ops.where(present_3d, table, -big), axis=1)
-        mass_per_atom = ops.matmul(fractions, self._masses)
-        volume_per_atom = mass_per_atom * _CUBIC_ANGSTROM_PER_AMU_AT_UNIT_DENSITY / density
+        if self.with_density:
+            density = ops.maximum(features[:, N_ELEMENTS:], 1e-3)
+            mass_per_atom = ops.matmul(fractions, self._masses)
+            volume_per_atom = mass_per_atom * _CUBIC_ANGSTROM_PER_AMU_AT_UNIT_DENSITY / density
+            density_features = [density, ops.log(density), volume_per_atom]
+        else:
+            density_features = []
         norms = [
             ops.power(ops.sum(ops.power(fractions, p), axis=-1, keepdims=True), 1.0 / p)
             for p in _FRACTION_NORMS
@@ -140,9 +155,7 @@ class CompositionFeatures(keras.layers.Layer):  # type: ignore[misc]
                 std,
                 minimum,
                 maximum,
-                density,
-                ops.log(density),
-                volume_per_atom,
+                *density_features,
                 ops.log(total),
                 ops.sum(ops.cast(present, "float32"), axis=-1, keepdims=True),
                 ops.max(fractions, axis=-1, keepdims=True),
@@ -154,7 +167,11 @@ class CompositionFeatures(keras.layers.Layer):  # type: ignore[misc]
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         """Return ``(n, number of derived features)``."""
-        return (input_shape[0], len(derived_feature_names()))
+        return (input_shape[0], len(derived_feature_names(with_density=self.with_density)))
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the layer's configuration for Keras serialisation."""
+        return {**super().get_config(), "with_density": self.with_density}
 
 
 @keras.saving.register_keras_serializable(package="magorder")
@@ -181,17 +198,21 @@ class TemperatureSoftmax(keras.layers.Layer):  # type: ignore[misc]
         return {**super().get_config(), "temperature": self.temperature}
 
 
-def derived_features(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def derived_features(
+    features: npt.NDArray[np.float32], *, with_density: bool = True
+) -> npt.NDArray[np.float32]:
     """Compute the derived features of raw vectors outside a model, e.g. for baselines.
 
     Args:
         features: ``(n, 119)`` raw feature matrix.
+        with_density: Whether to include the density and what is computed from it.
 
     Returns:
-        ``(n, len(derived_feature_names()))`` float32 matrix, exactly what the network sees
-        before standardisation.
+        ``(n, len(derived_feature_names(with_density=...)))`` float32 matrix, exactly what
+        the network sees before standardisation.
     """
-    return np.asarray(CompositionFeatures()(features), dtype=np.float32)
+    layer = CompositionFeatures(with_density=with_density)
+    return np.asarray(layer(features), dtype=np.float32)
 
 
 def standardised_features(

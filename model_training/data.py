@@ -128,14 +128,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_snapshot(path: Path) -> pd.DataFrame:
-    """Read a snapshot CSV and check its schema.
+def read_checked_csv(path: Path, required: tuple[str, ...], *, what: str) -> pd.DataFrame:
+    """Read a CSV of text columns and check that it has the columns and a unique record id.
 
     Args:
         path: The CSV file.
+        required: Columns it must have (``record_id`` among them).
+        what: What the file is, for messages (``snapshot``, ``experimental snapshot``).
 
     Returns:
-        The rows as read, every column as text except ``density`` (float, NaN when missing).
+        The rows as read, every column as text, NaN where a cell is empty.
 
     Raises:
         SnapshotError: The file is missing or unreadable, a required column is missing, or
@@ -149,15 +151,31 @@ def read_snapshot(path: Path) -> pd.DataFrame:
             na_values=[""],
         )
     except (OSError, ValueError) as exc:
-        raise SnapshotError(f"cannot read snapshot {path}: {exc}") from exc
-    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+        raise SnapshotError(f"cannot read {what} {path}: {exc}") from exc
+    missing = [column for column in required if column not in frame.columns]
     if missing:
         raise SnapshotError(
-            f"snapshot {path} lacks column(s) {', '.join(missing)}; "
-            f"expected {', '.join(REQUIRED_COLUMNS)}"
+            f"{what} {path} lacks column(s) {', '.join(missing)}; expected {', '.join(required)}"
         )
     if frame["record_id"].isna().any() or frame["record_id"].duplicated().any():
-        raise SnapshotError(f"snapshot {path}: record_id must be present and unique in every row")
+        raise SnapshotError(f"{what} {path}: record_id must be present and unique in every row")
+    return frame
+
+
+def read_snapshot(path: Path) -> pd.DataFrame:
+    """Read a snapshot CSV and check its schema.
+
+    Args:
+        path: The CSV file.
+
+    Returns:
+        The rows as read, every column as text except ``density`` (float, NaN when missing).
+
+    Raises:
+        SnapshotError: The file is missing or unreadable, a required column is missing, or
+            ``record_id`` is not a unique key.
+    """
+    frame = read_checked_csv(path, REQUIRED_COLUMNS, what="snapshot")
     frame["density"] = pd.to_numeric(frame["density"], errors="coerce")
     return frame
 

@@ -21,7 +21,9 @@ from app.core.features import (
     element_symbols,
 )
 from app.core.model_card import (
+    EXPERIMENT_DIRNAME,
     SAVED_MODEL_DIRNAME,
+    ExperimentMetadata,
     MagneticOrdering,
     ModelMetadata,
     hash_directory,
@@ -35,16 +37,25 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 
 
-def export_model(model: keras.Model, metadata: ModelMetadata, model_dir: Path) -> Path:
+def export_model(
+    model: keras.Model,
+    metadata: ModelMetadata | ExperimentMetadata,
+    model_dir: Path,
+    *,
+    output_name: str = OUTPUT_NAME,
+) -> Path:
     """Write ``saved_model/`` and ``metadata.json`` into a model directory.
 
     The directory is written beside its destination and moved into place at the end, so a
-    failed export never leaves a half-written model where the service looks for one.
+    failed export never leaves a half-written model where the service looks for one. An
+    experiment head already in the destination (``experiment/``) is kept: it is trained
+    from other data, by its own command.
 
     Args:
-        model: A model mapping ``(n, 119)`` features to class probabilities.
+        model: A model mapping ``(n, 119)`` features to its output matrix.
         metadata: Its model card; the export fills in ``saved_model_sha256``.
         model_dir: Destination; replaced if it exists.
+        output_name: Name of the serving signature's output.
 
     Returns:
         ``model_dir``.
@@ -59,12 +70,15 @@ def export_model(model: keras.Model, metadata: ModelMetadata, model_dir: Path) -
         archive.track(model)
         archive.add_endpoint(
             name="serve",  # also written as the default serving signature
-            fn=lambda features: {OUTPUT_NAME: model(features, training=False)},
+            fn=lambda features: {output_name: model(features, training=False)},
             input_signature=[tf.TensorSpec([None, N_FEATURES], tf.float32, name=INPUT_NAME)],
         )
         archive.write_out(str(staging / SAVED_MODEL_DIRNAME), verbose=False)
         checksum = hash_directory(staging / SAVED_MODEL_DIRNAME)
         write_metadata(metadata.model_copy(update={"saved_model_sha256": checksum}), staging)
+        head = model_dir / EXPERIMENT_DIRNAME
+        if head.is_dir():
+            head.rename(staging / EXPERIMENT_DIRNAME)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         staging.rename(model_dir)

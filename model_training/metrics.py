@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,7 +26,6 @@ MP_CLASS_PRIOR: dict[str, float] = {"NM": 0.54, "FM": 0.37, "FiM": 0.07, "AFM": 
 
 Labels = npt.NDArray[np.int64]
 Probabilities = npt.NDArray[np.float32]
-_LABELS = list(range(len(CLASSES)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,11 @@ class Scores:
 
 
 def score(
-    labels: Labels, predicted: Labels, sample_weight: npt.NDArray[np.float64] | None = None
+    labels: Labels,
+    predicted: Labels,
+    sample_weight: npt.NDArray[np.float64] | None = None,
+    *,
+    classes: Sequence[str] = CLASSES,
 ) -> Scores:
     """Score predicted classes against labels.
 
@@ -73,14 +77,16 @@ def score(
         labels: True class index of each row.
         predicted: Predicted class index of each row.
         sample_weight: Optional weight of each row (see `prior_weights`).
+        classes: Name of each class index; Materials Project's four orderings by default.
 
     Returns:
         Accuracy, macro-F1, balanced accuracy, per-class scores and the confusion matrix.
     """
+    indices = list(range(len(classes)))
     precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predicted, labels=_LABELS, sample_weight=sample_weight, zero_division=0
+        labels, predicted, labels=indices, sample_weight=sample_weight, zero_division=0
     )
-    matrix = confusion_matrix(labels, predicted, labels=_LABELS, sample_weight=sample_weight)
+    matrix = confusion_matrix(labels, predicted, labels=indices, sample_weight=sample_weight)
     support = matrix.sum(axis=1)
     with warnings.catch_warnings():
         # A label source holding one class only: scikit-learn warns, the figure is still right.
@@ -97,7 +103,7 @@ def score(
             f1_score(
                 labels,
                 predicted,
-                labels=_LABELS,
+                labels=indices,
                 average="macro",
                 sample_weight=sample_weight,
                 zero_division=0,
@@ -111,7 +117,7 @@ def score(
                 f1=float(f1[i]),
                 support=float(support[i]),
             )
-            for i, name in enumerate(CLASSES)
+            for i, name in enumerate(classes)
         },
         confusion=[[float(value) for value in row] for row in matrix],
     )

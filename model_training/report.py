@@ -61,17 +61,31 @@ def _confusion_table(scores: Scores) -> list[str]:
     return lines
 
 
-def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
+def plot_confusion_matrices(
+    panels: list[tuple[str, list[list[float]]]],
+    classes: list[str],
+    path: Path,
+    *,
+    ylabel: str,
+) -> None:
+    """Draw row-normalised confusion matrices side by side, with counts, into a PNG.
+
+    Args:
+        panels: Title and confusion matrix (rows true, columns predicted) of each panel.
+        classes: Class names, in the matrices' order.
+        path: The PNG to write.
+        ylabel: What the rows are (``label (MP)``, ``experiment``).
+    """
     import matplotlib.pyplot as plt
 
-    shown = [r for r in evaluation.results if r.name in ("lightgbm", "magorder")]
-    figure, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.2))
-    for axis, result in zip(np.atleast_1d(axes), shown, strict=True):
-        matrix = np.asarray(result.test.confusion)
+    size = 1.1 * len(classes) + 1.4
+    figure, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size * 0.85))
+    for axis, (title, confusion) in zip(np.atleast_1d(axes), panels, strict=True):
+        matrix = np.asarray(confusion)
         normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
         axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(CLASSES)):
-            for j in range(len(CLASSES)):
+        for i in range(len(classes)):
+            for j in range(len(classes)):
                 axis.text(
                     j,
                     i,
@@ -81,14 +95,24 @@ def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
                     fontsize=8,
                     color="white" if normalised[i, j] > 0.5 else "black",
                 )
-        axis.set_xticks(range(len(CLASSES)), [str(c) for c in CLASSES])
-        axis.set_yticks(range(len(CLASSES)), [str(c) for c in CLASSES])
+        axis.set_xticks(range(len(classes)), classes)
+        axis.set_yticks(range(len(classes)), classes)
         axis.set_xlabel("predicted")
-        axis.set_ylabel("label (MP)")
-        axis.set_title(f"{result.name}: macro-F1 {result.test.macro_f1:.3f}")
+        axis.set_ylabel(ylabel)
+        axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
+    shown = [r for r in evaluation.results if r.name in ("lightgbm", "magorder")]
+    plot_confusion_matrices(
+        [(f"{r.name}: macro-F1 {r.test.macro_f1:.3f}", r.test.confusion) for r in shown],
+        [str(c) for c in CLASSES],
+        path,
+        ylabel="label (MP)",
+    )
 
 
 def _plot_f1(evaluation: Evaluation, path: Path) -> None:
@@ -260,7 +284,10 @@ def write_model_card(
         "in MP), and this model learns MP's answer. Most rows (`mp_magmoms_rule`) are "
         "labelled from MP's per-site moments with MP's own rule; a small opposite moment on "
         "a ligand is enough to make a compound FiM under that rule, so FiM and AFM here "
-        "overlap with FM more than in experiment. The two `rule_*` sources are NM by rule.",
+        "overlap with FM more than in experiment. The two `rule_*` sources are NM by rule. "
+        "What a measurement would find is the experiment head's answer "
+        "(`experiment/MODEL_CARD.md`, trained on reported Curie and Néel temperatures by "
+        "`python -m model_training experiment`), which uses this model's P(NM).",
         "",
         "## Targets",
         "",

@@ -69,20 +69,23 @@ def _predict_logits(
     return logits
 
 
-def class_weights(labels: npt.NDArray[np.int64], exponent: float) -> dict[int, float]:
+def class_weights(
+    labels: npt.NDArray[np.int64], exponent: float, *, n_classes: int = N_CLASSES
+) -> dict[int, float]:
     """Weight each class by its inverse frequency raised to ``exponent``.
 
     Args:
         labels: Class index of each training row.
         exponent: 0 gives every row weight 1; 1 makes every class weigh the same in total.
+        n_classes: Number of classes (Materials Project's four by default).
 
     Returns:
         Class index to weight, scaled so that the mean weight over the rows is 1.
     """
-    counts = np.bincount(labels, minlength=N_CLASSES).astype(np.float64)
-    raw = np.where(counts > 0, (len(labels) / (N_CLASSES * np.maximum(counts, 1))) ** exponent, 0)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    raw = np.where(counts > 0, (len(labels) / (n_classes * np.maximum(counts, 1))) ** exponent, 0)
     scale = len(labels) / float((raw * counts).sum())
-    return {i: float(raw[i] * scale) for i in range(N_CLASSES)}
+    return {i: float(raw[i] * scale) for i in range(n_classes)}
 
 
 def one_hot(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
@@ -90,14 +93,26 @@ def one_hot(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
     return np.eye(N_CLASSES, dtype=np.float32)[labels]
 
 
-def _dataset(
+def training_dataset(
     features: npt.NDArray[np.float32],
-    targets: npt.NDArray[np.float32],
-    weights: npt.NDArray[np.float32] | None,
+    targets: npt.NDArray[np.float32] | dict[str, npt.NDArray[np.float32]],
+    weights: npt.NDArray[np.float32] | None = None,
     *,
     batch_size: int,
     shuffle_seed: int | None,
 ) -> Any:
+    """A batched ``tf.data`` pipeline of rows, targets (an array, or one per output) and weights.
+
+    Args:
+        features: ``(n, 119)`` raw feature rows.
+        targets: The targets, an array or a dict of arrays keyed by output name.
+        weights: Optional weight of each row.
+        batch_size: Rows per batch.
+        shuffle_seed: Seed of a reshuffle every epoch; None keeps the order (validation).
+
+    Returns:
+        The dataset.
+    """
     import tensorflow as tf
 
     tensors = (features, targets) if weights is None else (features, targets, weights)
@@ -156,14 +171,14 @@ def _fit_member(
         verbose=0,
     )
     history = model.fit(
-        _dataset(
+        training_dataset(
             train.features,
             targets,
             row_weights,
             batch_size=train_config.batch_size,
             shuffle_seed=model_config.seed,
         ),
-        validation_data=_dataset(
+        validation_data=training_dataset(
             validation.features,
             one_hot(validation.labels),
             None,

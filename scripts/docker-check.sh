@@ -9,7 +9,8 @@
 #    index settings, so that pip in the build reaches the index this machine's pip does.
 # 4. The image, built with Debian's docker CLI and BuildKit, on that base.
 # 5. `docker run` as docker-compose.yml runs it, then `docker-compose up`, each checked:
-#    /health 200 with the committed model's version, a prediction, a 422, uid 10001, a
+#    /health 200 with the committed model's (and experiment head's) version, a prediction
+#    with its experiment object, a 422, uid 10001, a
 #    read-only root, "healthy", and a clean stop within the grace period.
 # Everything is removed at the end, whatever happened: containers, the daemon, its bridges.
 set -euo pipefail
@@ -136,6 +137,7 @@ SIZE_MB=$(( $("$DOCKER" image inspect --format '{{.Size}}' "$IMAGE") / 1000000 )
 step "built $IMAGE: ${SIZE_MB} MB"
 
 MODEL_VERSION=$(json_field model_version <artifacts/model/metadata.json)
+EXPERIMENT_VERSION=$(json_field model_version <artifacts/model/experiment/metadata.json)
 
 check_service() { # check_service CONTAINER PORT
   local container=$1 url="http://127.0.0.1:$2" body code
@@ -148,7 +150,9 @@ check_service() { # check_service CONTAINER PORT
   [ -n "${body:-}" ] || fail "/health did not answer 200 within 120 s"
   [ "$(echo "$body" | json_field model_version)" = "$MODEL_VERSION" ] \
     || fail "/health reports $body, not model $MODEL_VERSION"
-  step "  /health 200, model $MODEL_VERSION"
+  [ "$(echo "$body" | json_field experiment_model_version)" = "$EXPERIMENT_VERSION" ] \
+    || fail "/health reports $body, not experiment head $EXPERIMENT_VERSION"
+  step "  /health 200, model $MODEL_VERSION, experiment head $EXPERIMENT_VERSION"
   body=$(curl -sf "$url/predict" -H 'Content-Type: application/json' \
     -d '{"formula": "CaTiO3", "density": 4.04}') || fail "POST /predict did not answer 200"
   echo "$body" | python3 -c '
@@ -156,6 +160,10 @@ import json, sys
 answer = json.load(sys.stdin)
 assert answer["prediction"] in {"FM", "NM", "FiM", "AFM"}, answer
 assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4, answer
+experiment = answer["experiment"]
+assert experiment["prediction"] in {"FM", "AFM", "NM"}, answer
+assert abs(sum(experiment["probabilities"].values()) - 1) < 1e-4, answer
+assert experiment["ordering_temperature"]["kelvin"] > 0, answer
 ' || fail "POST /predict answered $body"
   step "  POST /predict CaTiO3: $(echo "$body" | json_field prediction)"
   code=$(curl -s -o "$WORK/422.json" -w '%{http_code}' "$url/predict" \

@@ -35,6 +35,7 @@ def test_health_reports_the_loaded_model(client: TestClient) -> None:
         "trained": True,
         "runtime": "litert",
         "max_batch_size": 1000,
+        "experiment_model_version": None,
     }
 
 

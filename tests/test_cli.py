@@ -23,7 +23,14 @@ CANDIDATES = """id,formula,density,note
 6,MnO,5.37,
 7,CuSO4·5H2O,2.28,hydrate
 """
-ADDED = ["prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "reduced_formula", "warnings", "error"]
+EXPERIMENT_ADDED = [
+    "exp_prediction", "exp_p_FM", "exp_p_AFM", "exp_p_NM", "exp_temperature_kind",
+    "exp_temperature_K", "exp_temperature_low_K", "exp_temperature_high_K", "exp_warnings",
+]  # fmt: skip
+ADDED = [
+    "prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "reduced_formula", "warnings",
+    *EXPERIMENT_ADDED, "error",
+]  # fmt: skip
 
 
 def _write(tmp_path: Path, text: str, name: str = "in.csv") -> Path:

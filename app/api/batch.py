@@ -57,5 +57,7 @@ def predict_items(
     model_version = predictor.metadata.model_version
     predictions = predictor.predict([compound for _, compound in valid], timer)
     for (index, _), prediction in zip(valid, predictions, strict=True):
-        results[index] = BatchItemOk.from_prediction(prediction, model_version, index=index)
+        results[index] = BatchItemOk.from_prediction(
+            prediction, model_version, predictor.experiment_version, index=index
+        )
     return BatchOut(model_version=model_version, results=[results[i] for i in sorted(results)])

@@ -6,8 +6,14 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from app.core.experiment import ExperimentPrediction, TransitionKind
 from app.core.features import DEFAULT_LIMITS, MAX_DENSITY
-from app.core.model_card import MagneticOrdering
+from app.core.model_card import (
+    ExperimentalOrdering,
+    ExperimentMetadata,
+    MagneticOrdering,
+    ModelMetadata,
+)
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Prediction
 
@@ -32,6 +38,61 @@ class CompoundIn(BaseModel):
     density: float = Field(strict=True, description=_DENSITY_DESCRIPTION, examples=[5.24])
 
 
+class OrderingTemperatureOut(BaseModel):
+    """The predicted temperature below which the compound orders magnetically."""
+
+    kind: TransitionKind = Field(
+        description="`curie` (T_C) when FM is the more probable magnetic answer, `neel` (T_N) "
+        "when AFM is."
+    )
+    kelvin: float = Field(description="The median prediction, K.")
+    low_kelvin: float = Field(description="The low end of the interval (a quantile), K.")
+    high_kelvin: float = Field(description="The high end of the interval (a quantile), K.")
+    interval: float = Field(
+        description="Share of compounds whose temperature the interval is made to hold: the "
+        "gap between its two quantiles (0.8 for the 10 % and 90 % quantiles)."
+    )
+
+
+class ExperimentOut(BaseModel):
+    """What experiment would find: the experiment head with the MP head's P(NM)."""
+
+    prediction: ExperimentalOrdering = Field(description="The most probable of FM, AFM, NM.")
+    probabilities: dict[ExperimentalOrdering, float] = Field(
+        description="P(FM) (ferrimagnets included), P(AFM), P(NM); they sum to 1. P(NM) is the "
+        "Materials Project head's (0 for compounds of the lanthanides whose 4f moments MP "
+        "freezes: Pr, Nd, Pm, Sm, Tb, Dy, Ho, Er, Tm, Yb); the rest is split by "
+        "P(FM | magnetic)."
+    )
+    p_fm_if_magnetic: float = Field(
+        description="The experiment head's probability that the compound is FM (or "
+        "ferrimagnetic) rather than AFM, if it orders magnetically."
+    )
+    ordering_temperature: OrderingTemperatureOut
+    model_version: str = Field(description="Version of the experiment head.")
+    warnings: list[str] = Field(description="What to know before trusting this answer.")
+
+    @classmethod
+    def from_prediction(cls, prediction: ExperimentPrediction, model_version: str) -> Self:
+        """Build the response body of a core experimental prediction."""
+        temperature = prediction.temperature
+        low, _, high = temperature.quantiles
+        return cls(
+            prediction=prediction.ordering,
+            probabilities=prediction.probabilities,
+            p_fm_if_magnetic=prediction.p_fm_if_magnetic,
+            ordering_temperature=OrderingTemperatureOut(
+                kind=temperature.kind,
+                kelvin=temperature.median_k,
+                low_kelvin=temperature.low_k,
+                high_kelvin=temperature.high_k,
+                interval=round(high - low, 6),
+            ),
+            model_version=model_version,
+            warnings=list(prediction.warnings),
+        )
+
+
 class PredictionOut(BaseModel):
     """The predicted magnetic ordering of one compound."""
 
@@ -43,19 +104,37 @@ class PredictionOut(BaseModel):
     )
     model_version: str
     warnings: list[str] = Field(description="What to know before trusting the prediction.")
+    experiment: ExperimentOut | None = Field(
+        default=None,
+        description="What experiment would find (FM, AFM or NM, and the ordering temperature), "
+        "when the model has an experiment head; `prediction` and `probabilities` above are "
+        "Materials Project's DFT label.",
+    )
 
     @classmethod
-    def from_prediction(cls, prediction: Prediction, model_version: str, **fields: Any) -> Self:
+    def from_prediction(
+        cls,
+        prediction: Prediction,
+        model_version: str,
+        experiment_version: str | None = None,
+        **fields: Any,
+    ) -> Self:
         """Build the response body of a core prediction.
 
         Args:
             prediction: The core prediction.
             model_version: Version of the model that made it.
+            experiment_version: Version of its experiment head, if it has one.
             **fields: Further fields of a subclass, such as a batch item's ``index``.
 
         Returns:
             The response body.
         """
+        experiment = (
+            None
+            if prediction.experiment is None or experiment_version is None
+            else ExperimentOut.from_prediction(prediction.experiment, experiment_version)
+        )
         return cls(
             formula=prediction.compound.formula,
             reduced_formula=prediction.compound.reduced_formula,
@@ -63,6 +142,7 @@ class PredictionOut(BaseModel):
             probabilities=prediction.probabilities,
             model_version=model_version,
             warnings=list(prediction.warnings),
+            experiment=experiment,
             **fields,
         )
 
@@ -143,3 +223,15 @@ class HealthOut(BaseModel):
     trained: bool = Field(description="False while the service runs an untrained placeholder.")
     runtime: ModelRuntime = Field(description="What executes the SavedModel: LiteRT or TensorFlow.")
     max_batch_size: int = Field(description="Most items `POST /predict/batch` accepts.")
+    experiment_model_version: str | None = Field(
+        default=None,
+        description="Version of the experiment head, or null when the model has none.",
+    )
+
+
+class ModelOut(ModelMetadata):
+    """The loaded model's card, with its experiment head's."""
+
+    experiment: ExperimentMetadata | None = Field(
+        default=None, description="The experiment head's card, or null when there is none."
+    )

@@ -10,18 +10,31 @@ from typing import IO
 from app.api.schemas import BatchItemError, BatchItemOk
 from app.core.errors import InvalidDensityError
 from app.core.features import validate_density
-from app.core.model_card import MagneticOrdering
+from app.core.model_card import ExperimentalOrdering, MagneticOrdering
 
 FORMULA_COLUMNS = ("formula", "formula_pretty", "composition")
 DENSITY_COLUMNS = ("density",)
 PROBABILITY_PREFIX = "p_"
 CLASSES = tuple(MagneticOrdering)
 """The classes, in the order of the probability columns."""
+EXPERIMENT_PREFIX = "exp_"
+EXPERIMENT_CLASSES = tuple(ExperimentalOrdering)
+EXPERIMENT_COLUMNS = (
+    f"{EXPERIMENT_PREFIX}prediction",
+    *(f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{o.value}" for o in EXPERIMENT_CLASSES),
+    f"{EXPERIMENT_PREFIX}temperature_kind",
+    f"{EXPERIMENT_PREFIX}temperature_K",
+    f"{EXPERIMENT_PREFIX}temperature_low_K",
+    f"{EXPERIMENT_PREFIX}temperature_high_K",
+    f"{EXPERIMENT_PREFIX}warnings",
+)
+"""What experiment would find, when the model has an experiment head (empty otherwise)."""
 ADDED_COLUMNS = (
     "prediction",
     *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
     "reduced_formula",
     "warnings",
+    *EXPERIMENT_COLUMNS,
     "error",
 )
 """The columns the command adds after every input column."""
@@ -139,6 +152,19 @@ def result_cells(result: BatchItemOk | BatchItemError) -> dict[str, str]:
         cells[f"{PROBABILITY_PREFIX}{ordering.value}"] = _probability(
             result.probabilities[ordering]
         )
+    experiment = result.experiment
+    if experiment is not None:
+        temperature = experiment.ordering_temperature
+        cells[f"{EXPERIMENT_PREFIX}prediction"] = experiment.prediction.value
+        for exp_ordering in EXPERIMENT_CLASSES:
+            cells[f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{exp_ordering.value}"] = _probability(
+                experiment.probabilities[exp_ordering]
+            )
+        cells[f"{EXPERIMENT_PREFIX}temperature_kind"] = temperature.kind.value
+        cells[f"{EXPERIMENT_PREFIX}temperature_K"] = f"{temperature.kelvin:.0f}"
+        cells[f"{EXPERIMENT_PREFIX}temperature_low_K"] = f"{temperature.low_kelvin:.0f}"
+        cells[f"{EXPERIMENT_PREFIX}temperature_high_K"] = f"{temperature.high_kelvin:.0f}"
+        cells[f"{EXPERIMENT_PREFIX}warnings"] = "; ".join(experiment.warnings)
     return cells
 
 

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,17 @@ METADATA_FILENAME = "metadata.json"
 SAVED_MODEL_DIRNAME = "saved_model"
 MODEL_CARD_FILENAME = "MODEL_CARD.md"
 """The human-readable report written beside a trained model (tables, plots, error analysis)."""
+EXPERIMENT_DIRNAME = "experiment"
+"""Subdirectory of a model directory holding its experiment head, when it has one."""
+EXPERIMENT_OUTPUT_COLUMNS: tuple[str, ...] = (
+    "p_fm_if_magnetic",
+    "temperature_low_K",
+    "temperature_median_K",
+    "temperature_high_K",
+)
+"""Columns of the experiment head's output, in order: the probability that experiment finds
+the compound FM (ferrimagnets included) rather than AFM if it orders magnetically, and the
+low quantile, median and high quantile of its ordering temperature in kelvin."""
 
 
 class MagneticOrdering(StrEnum):
@@ -23,6 +34,25 @@ class MagneticOrdering(StrEnum):
     NM = "NM"
     FiM = "FiM"
     AFM = "AFM"
+
+
+class ExperimentalOrdering(StrEnum):
+    """What experiment reports.
+
+    Ferromagnetic (ferrimagnets included), antiferromagnetic, or non-magnetic (no ordering).
+    """
+
+    FM = "FM"
+    AFM = "AFM"
+    NM = "NM"
+
+
+EXPERIMENT_CLASSES: tuple[ExperimentalOrdering, ...] = (
+    ExperimentalOrdering.FM,
+    ExperimentalOrdering.AFM,
+)
+"""The classes the experiment head itself tells apart, in label-index order (NM comes from
+the Materials Project head)."""
 
 
 class ModelMetadata(BaseModel):
@@ -68,6 +98,47 @@ class ModelMetadata(BaseModel):
     saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
+class ExperimentMetadata(BaseModel):
+    """The card of an experiment head (``experiment/metadata.json``), checked when it is loaded.
+
+    Attributes:
+        model_version: Version of this trained head.
+        description: What the head is and how it was made.
+        created_at: When it was exported.
+        feature_layout_version: The feature layout it reads (it ignores the density slot).
+        n_features: Length of the input vector.
+        output_columns: Name of each output column, exactly `EXPERIMENT_OUTPUT_COLUMNS`.
+        temperature_quantiles: The quantiles the low, median and high temperatures are.
+        elements_seen: Symbols of the elements present in its training data.
+        metrics: Evaluation figures (classification and temperature, with baselines).
+        training_config: The configuration it was trained with.
+        data_snapshot_sha256: SHA-256 of the experimental snapshot it was trained on.
+        data_card: What cleaning did to that snapshot.
+        sources: The literature databases it was trained on, to cite.
+        tensorflow_version: TensorFlow version that exported it.
+        saved_model_sha256: Checksum of its ``saved_model/`` directory, verified at load.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metadata_version: Literal[1] = 1
+    model_version: str = Field(min_length=1)
+    description: str
+    created_at: datetime
+    feature_layout_version: str
+    n_features: int = Field(gt=0)
+    output_columns: tuple[str, ...]
+    temperature_quantiles: tuple[float, float, float]
+    elements_seen: tuple[str, ...] = ()
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    data_snapshot_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    data_card: dict[str, Any] = Field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    tensorflow_version: str
+    saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 def hash_directory(directory: Path) -> str:
     """Return a SHA-256 over every file of a directory: relative paths and contents.
 
@@ -87,7 +158,7 @@ def hash_directory(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def write_metadata(metadata: ModelMetadata, model_dir: Path) -> Path:
+def write_metadata(metadata: ModelMetadata | ExperimentMetadata, model_dir: Path) -> Path:
     """Write the model card as ``metadata.json`` into a model directory.
 
     Args:
@@ -102,11 +173,15 @@ def write_metadata(metadata: ModelMetadata, model_dir: Path) -> Path:
     return path
 
 
-def read_metadata(model_dir: Path) -> ModelMetadata:
+Card = TypeVar("Card", ModelMetadata, ExperimentMetadata)
+
+
+def read_metadata(model_dir: Path, schema: type[Card] = ModelMetadata) -> Card:  # type: ignore[assignment]
     """Read and validate the model card of a model directory.
 
     Args:
         model_dir: The model directory.
+        schema: The card's schema: `ModelMetadata`, or `ExperimentMetadata` for a head.
 
     Returns:
         The model card.
@@ -116,4 +191,4 @@ def read_metadata(model_dir: Path) -> ModelMetadata:
         pydantic.ValidationError: The file is not a valid model card.
     """
     text = (model_dir / METADATA_FILENAME).read_text(encoding="utf-8")
-    return ModelMetadata.model_validate_json(text)
+    return schema.model_validate_json(text)

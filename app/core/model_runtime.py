@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_KEY = "serving_default"
 LITERT_TOLERANCE = 1e-4
-"""Largest difference of any probability allowed between LiteRT and TensorFlow."""
+"""Largest difference of any output allowed between LiteRT and TensorFlow: absolute for
+values up to 1 (probabilities), relative above (temperatures in kelvin)."""
 
 ProbabilityMatrix = npt.NDArray[np.float32]
 ModelFn = Callable[[FeatureMatrix], ProbabilityMatrix]
@@ -190,11 +191,13 @@ def _compile_litert(saved_model_dir: Path, reference: _TensorFlowSignature) -> _
         raise RuntimeError(f"the model does not compile to LiteRT: {exc}") from exc
     compiled = _LiteRTSignature(flatbuffer, reference.input_name, reference.output_name)
     probe = probe_features()
-    difference = float(np.max(np.abs(compiled(probe) - reference(probe))))
+    expected = reference(probe)
+    scale = np.maximum(np.abs(expected), 1.0)
+    difference = float(np.max(np.abs(compiled(probe) - expected) / scale))
     if not difference <= LITERT_TOLERANCE:  # also catches NaN
         raise RuntimeError(
             f"LiteRT outputs differ from the SavedModel's by {difference:.2g} "
-            f"(at most {LITERT_TOLERANCE:g} allowed)"
+            f"(at most {LITERT_TOLERANCE:g} allowed, relative above 1)"
         )
     return compiled
 

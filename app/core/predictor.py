@@ -8,24 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from app.core.errors import ModelLoadError
-from app.core.features import (
-    FEATURE_LAYOUT_VERSION,
-    N_FEATURES,
-    FeatureMatrix,
-    ParsedCompound,
-    vectorize,
-)
+from app.core.experiment import ExperimentHead, ExperimentPrediction
+from app.core.features import N_FEATURES, FeatureMatrix, ParsedCompound, vectorize
 from app.core.model_card import (
-    METADATA_FILENAME,
+    EXPERIMENT_DIRNAME,
     SAVED_MODEL_DIRNAME,
+    ExperimentMetadata,
     MagneticOrdering,
     ModelMetadata,
-    hash_directory,
-    read_metadata,
 )
+from app.core.model_checks import read_checked_card, verify_checksum
 from app.core.model_runtime import ModelFn, ModelRuntime, ProbabilityMatrix, load_signature
 from app.core.timing import StageTimer
 
@@ -43,53 +37,24 @@ class Prediction:
         ordering: The most probable ordering.
         probabilities: Probability of each ordering; they sum to 1.
         warnings: What a user should know before trusting the answer.
+        experiment: What experiment would find, when the model has an experiment head.
     """
 
     compound: ParsedCompound
     ordering: MagneticOrdering
     probabilities: dict[MagneticOrdering, float]
     warnings: tuple[str, ...]
+    experiment: ExperimentPrediction | None = None
 
 
 def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
-    if not model_dir.is_dir():
-        raise ModelLoadError(f"model directory {model_dir} does not exist")
-    try:
-        metadata = read_metadata(model_dir)
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{model_dir / METADATA_FILENAME} is missing") from exc
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ModelLoadError(
-            f"{model_dir / METADATA_FILENAME} is not a valid model card: {exc}"
-        ) from exc
-    if metadata.feature_layout_version != FEATURE_LAYOUT_VERSION:
-        raise ModelLoadError(
-            f"model was trained on feature layout {metadata.feature_layout_version!r}, "
-            f"but this service builds {FEATURE_LAYOUT_VERSION!r}"
-        )
-    if metadata.n_features != N_FEATURES:
-        raise ModelLoadError(
-            f"model expects {metadata.n_features} features, this service builds {N_FEATURES}"
-        )
+    metadata = read_checked_card(model_dir, ModelMetadata)
     if sorted(metadata.classes) != sorted(MagneticOrdering):
         raise ModelLoadError(
             f"model classes {[str(c) for c in metadata.classes]} are not exactly "
             f"{[str(c) for c in MagneticOrdering]}"
         )
     return metadata
-
-
-def _verify_checksum(saved_model_dir: Path, metadata: ModelMetadata) -> None:
-    if not saved_model_dir.is_dir():
-        raise ModelLoadError(f"SavedModel directory {saved_model_dir} does not exist")
-    if metadata.saved_model_sha256 is None:
-        raise ModelLoadError("model card has no saved_model_sha256 to verify the model against")
-    actual = hash_directory(saved_model_dir)
-    if actual != metadata.saved_model_sha256:
-        raise ModelLoadError(
-            f"SavedModel at {saved_model_dir} does not match its model card: sha256 {actual}, "
-            f"expected {metadata.saved_model_sha256} (modified or corrupted after export)"
-        )
 
 
 class Predictor:
@@ -100,15 +65,23 @@ class Predictor:
             probabilities, columns in ``metadata.classes`` order.
         metadata: The model card of the model behind ``model_fn``.
         runtime: The runtime ``model_fn`` runs on.
+        experiment: The experiment head, when the model has one.
     """
 
     def __init__(
-        self, *, model_fn: ModelFn, metadata: ModelMetadata, runtime: ModelRuntime
+        self,
+        *,
+        model_fn: ModelFn,
+        metadata: ModelMetadata,
+        runtime: ModelRuntime,
+        experiment: ExperimentHead | None = None,
     ) -> None:
         self._model_fn = model_fn
         self._metadata = metadata
         self._runtime = runtime
+        self._experiment = experiment
         self._elements_seen = frozenset(metadata.elements_seen)
+        self._nm_column = metadata.classes.index(MagneticOrdering.NM)
 
     @classmethod
     def load(cls, model_dir: Path, runtime: ModelRuntime = ModelRuntime.AUTO) -> Predictor:
@@ -116,21 +89,35 @@ class Predictor:
 
         Args:
             model_dir: A directory holding ``metadata.json`` and ``saved_model/``, as written by
-                `model_training.export.export_model`.
-            runtime: How to execute the SavedModel (see `app.core.model_runtime`).
+                `model_training.export.export_model`, and optionally an experiment head in
+                ``experiment/`` (`model_training.experiment.export`).
+            runtime: How to execute the SavedModels (see `app.core.model_runtime`).
 
         Returns:
             A predictor that has answered one test call.
 
         Raises:
             ModelLoadError: The directory is missing, corrupt, or does not match this code's
-                feature layout or classes; or the runtime asked for cannot run it.
+                feature layout or classes; or the runtime asked for cannot run it; or it has
+                an experiment head that fails the same checks.
         """
         metadata = _read_checked_metadata(model_dir)
         saved_model_dir = model_dir / SAVED_MODEL_DIRNAME
-        _verify_checksum(saved_model_dir, metadata)
+        verify_checksum(saved_model_dir, metadata.saved_model_sha256)
         signature = load_signature(saved_model_dir, len(metadata.classes), runtime)
-        predictor = cls(model_fn=signature.model_fn, metadata=metadata, runtime=signature.runtime)
+        head_dir = model_dir / EXPERIMENT_DIRNAME
+        experiment = None
+        if head_dir.exists():
+            try:
+                experiment = ExperimentHead.load(head_dir, runtime)
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"experiment head {head_dir}: {exc}") from exc
+        predictor = cls(
+            model_fn=signature.model_fn,
+            metadata=metadata,
+            runtime=signature.runtime,
+            experiment=experiment,
+        )
         predictor._check_outputs()
         return predictor
 
@@ -143,6 +130,16 @@ class Predictor:
     def runtime(self) -> ModelRuntime:
         """The runtime executing the model."""
         return self._runtime
+
+    @property
+    def experiment_metadata(self) -> ExperimentMetadata | None:
+        """The experiment head's card, or None when the model has no experiment head."""
+        return None if self._experiment is None else self._experiment.metadata
+
+    @property
+    def experiment_version(self) -> str | None:
+        """The experiment head's version, or None when the model has no experiment head."""
+        return None if self._experiment is None else self._experiment.metadata.model_version
 
     def _check_outputs(self) -> None:
         probe = np.zeros((2, N_FEATURES), dtype=np.float32)
@@ -190,6 +187,15 @@ class Predictor:
             features = vectorize(compounds)
         with timer.stage("model"):
             probabilities = self.predict_proba(features)
+            experiments: list[ExperimentPrediction | None] = (
+                [None] * len(compounds)
+                if self._experiment is None
+                else list(
+                    self._experiment.predict(
+                        list(compounds), features, probabilities[:, self._nm_column]
+                    )
+                )
+            )
         classes = self._metadata.classes
         best = probabilities.argmax(axis=1).tolist()
         return [
@@ -198,8 +204,11 @@ class Predictor:
                 ordering=classes[column],
                 probabilities=dict(zip(classes, row, strict=True)),
                 warnings=self.warnings_for(compound),
+                experiment=experiment,
             )
-            for compound, row, column in zip(compounds, probabilities.tolist(), best, strict=True)
+            for compound, row, column, experiment in zip(
+                compounds, probabilities.tolist(), best, experiments, strict=True
+            )
         ]
 
     def warnings_for(self, compound: ParsedCompound) -> tuple[str, ...]:

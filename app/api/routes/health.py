@@ -23,6 +23,7 @@ async def health(service: ServiceDep) -> HealthOut:
         trained=metadata.trained,
         runtime=predictor.runtime,
         max_batch_size=service.settings.max_batch_size,
+        experiment_model_version=predictor.experiment_version,
     )
 
 

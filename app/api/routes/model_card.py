@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Response, status
 
 from app.api.dependencies import ServiceDep
 from app.api.errors import error_response
-from app.api.schemas import ErrorDetail, ErrorResponse
-from app.core.model_card import MODEL_CARD_FILENAME, ModelMetadata
+from app.api.schemas import ErrorDetail, ErrorResponse, ModelOut
+from app.core.model_card import EXPERIMENT_DIRNAME, MODEL_CARD_FILENAME
 
 router = APIRouter(tags=["operations"])
 
@@ -16,9 +18,10 @@ router = APIRouter(tags=["operations"])
     "/model",
     responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
 )
-async def model_card(service: ServiceDep) -> ModelMetadata:
-    """Return the metadata and evaluation metrics of the loaded model."""
-    return service.predictor.metadata
+async def model_card(service: ServiceDep) -> ModelOut:
+    """Return the metadata and evaluation metrics of the loaded model and its experiment head."""
+    predictor = service.predictor
+    return ModelOut(**dict(predictor.metadata), experiment=predictor.experiment_metadata)
 
 
 @router.get(
@@ -27,7 +30,8 @@ async def model_card(service: ServiceDep) -> ModelMetadata:
     responses={
         200: {
             "content": {"text/markdown": {}},
-            "description": "MODEL_CARD.md: every model compared, calibration, error analysis.",
+            "description": "MODEL_CARD.md: every model compared, calibration, error analysis; "
+            "then the experiment head's card, when the model has one.",
         },
         404: {"model": ErrorResponse, "description": "The loaded model has no MODEL_CARD.md."},
         503: {"model": ErrorResponse, "description": "No model is loaded yet."},
@@ -36,10 +40,14 @@ async def model_card(service: ServiceDep) -> ModelMetadata:
 def model_card_markdown(service: ServiceDep) -> Response:
     """Return the loaded model's human-readable card (Markdown), as written by its training."""
     # A plain def: FastAPI runs it in its thread pool, so the file read never blocks the loop.
-    path = service.settings.model_dir / MODEL_CARD_FILENAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+    model_dir = service.settings.model_dir
+    cards = [_read_card(model_dir / MODEL_CARD_FILENAME)]
+    if service.predictor.experiment_version is not None:
+        head_card = _read_card(model_dir / EXPERIMENT_DIRNAME / MODEL_CARD_FILENAME)
+        # The experiment head's card follows as its own section, its headings one level down.
+        cards.append(None if head_card is None else "#" + head_card.replace("\n#", "\n##"))
+    found = [card.rstrip() for card in cards if card is not None]
+    if not found:
         return error_response(
             status.HTTP_404_NOT_FOUND,
             ErrorDetail(
@@ -49,4 +57,11 @@ def model_card_markdown(service: ServiceDep) -> Response:
                 "`python -m model_training evaluate` have one); see GET /model",
             ),
         )
-    return Response(content=text, media_type="text/markdown; charset=utf-8")
+    return Response(content="\n\n".join(found) + "\n", media_type="text/markdown; charset=utf-8")
+
+
+def _read_card(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None

@@ -48,8 +48,11 @@ async def predict(compound: CompoundIn, service: ServiceDep) -> PredictionOut:
     # On the event loop, not a worker thread: a parse and one model call take less time than
     # handing the request to a thread and back (measured in docs/benchmarks.md).
     parsed = parse_compound(compound.formula, compound.density, service.settings.formula_limits)
-    (prediction,) = service.predictor.predict([parsed])
-    return PredictionOut.from_prediction(prediction, service.predictor.metadata.model_version)
+    predictor = service.predictor
+    (prediction,) = predictor.predict([parsed])
+    return PredictionOut.from_prediction(
+        prediction, predictor.metadata.model_version, predictor.experiment_version
+    )
 
 
 @router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)

@@ -1,0 +1,75 @@
+"""Load-time checks every exported SavedModel passes, whichever head it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from app.core.errors import ModelLoadError
+from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES
+from app.core.model_card import METADATA_FILENAME, Card, hash_directory, read_metadata
+
+
+def check_feature_layout(layout_version: str, n_features: int, *, what: str = "model") -> None:
+    """Refuse a model built for another feature layout or vector length.
+
+    Raises:
+        ModelLoadError: The layout or the length differs from what this service builds.
+    """
+    if layout_version != FEATURE_LAYOUT_VERSION:
+        raise ModelLoadError(
+            f"{what} was trained on feature layout {layout_version!r}, "
+            f"but this service builds {FEATURE_LAYOUT_VERSION!r}"
+        )
+    if n_features != N_FEATURES:
+        raise ModelLoadError(
+            f"{what} expects {n_features} features, this service builds {N_FEATURES}"
+        )
+
+
+def read_checked_card(model_dir: Path, schema: type[Card]) -> Card:
+    """Read a model directory's card and check that it fits this service's feature layout.
+
+    Args:
+        model_dir: The model (or head) directory.
+        schema: The card's schema.
+
+    Returns:
+        The card.
+
+    Raises:
+        ModelLoadError: The directory or its card is missing or invalid, or the card is for
+            another feature layout.
+    """
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} does not exist")
+    try:
+        metadata = read_metadata(model_dir, schema)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{model_dir / METADATA_FILENAME} is missing") from exc
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ModelLoadError(
+            f"{model_dir / METADATA_FILENAME} is not a valid model card: {exc}"
+        ) from exc
+    check_feature_layout(metadata.feature_layout_version, metadata.n_features)
+    return metadata
+
+
+def verify_checksum(saved_model_dir: Path, expected: str | None) -> None:
+    """Refuse a SavedModel whose files are not those its card recorded at export.
+
+    Raises:
+        ModelLoadError: The directory is missing, the card has no checksum, or the files
+            differ from it.
+    """
+    if not saved_model_dir.is_dir():
+        raise ModelLoadError(f"SavedModel directory {saved_model_dir} does not exist")
+    if expected is None:
+        raise ModelLoadError("model card has no saved_model_sha256 to verify the model against")
+    actual = hash_directory(saved_model_dir)
+    if actual != expected:
+        raise ModelLoadError(
+            f"SavedModel at {saved_model_dir} does not match its model card: sha256 {actual}, "
+            f"expected {expected} (modified or corrupted after export)"
+        )

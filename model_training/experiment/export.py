@@ -1,0 +1,88 @@
+"""Exporting the experiment head into ``<model dir>/experiment/``, beside the MP head."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES
+from app.core.model_card import EXPERIMENT_DIRNAME, EXPERIMENT_OUTPUT_COLUMNS, ExperimentMetadata
+from model_training.data import LabelledData
+from model_training.experiment.network import TrainedExperimentNetwork, served_experiment_model
+from model_training.export import elements_and_density_range, export_model
+
+OUTPUT_NAME = "experiment"
+
+SOURCES: tuple[str, ...] = (
+    "NEMAD: S. Itani et al., 'Northeast Materials Database (NEMAD)', arXiv 2409.15675 "
+    "(republished by sachincscn/MagMat-Discovery)",
+    "J. Nelson and S. Sanvito, Phys. Rev. Materials 3, 104405 (2019) "
+    "(via msg-byu/ML-for-CurieTemp-Predictions, MIT)",
+    "Taufour group ferromagnets (via msg-byu/ML-for-CurieTemp-Predictions, MIT)",
+    "BERT-PSIE: L. P. J. Gilligan et al., 'A rule-free workflow for the automated generation "
+    "of databases from scientific literature', npj Comput. Mater. (2023) "
+    "(StefanoSanvitoGroup/BERT-PSIE-TC, MIT)",
+)
+"""The literature databases the experimental snapshot is compiled from, to cite."""
+
+
+def export_experiment_head(
+    network: TrainedExperimentNetwork,
+    *,
+    temperature: float,
+    train: LabelledData,
+    model_dir: Path,
+    model_version: str,
+    description: str,
+    metrics: dict[str, Any],
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """Export a trained experiment network as ``<model_dir>/experiment/``.
+
+    Args:
+        network: The trained network.
+        temperature: Calibration temperature of its ordering logits.
+        train: The records it was trained on (their elements go into the card).
+        model_dir: The model directory the head belongs to; its ``experiment/`` is replaced.
+        model_version: Version of this head.
+        description: One paragraph for the card.
+        metrics: Evaluation figures.
+        extra_config: More configuration to record (the command, the split).
+
+    Returns:
+        The head's directory.
+    """
+    elements, _ = elements_and_density_range(train.features)
+    metadata = ExperimentMetadata(
+        model_version=model_version,
+        description=description,
+        created_at=datetime.now(UTC),
+        feature_layout_version=FEATURE_LAYOUT_VERSION,
+        n_features=N_FEATURES,
+        output_columns=EXPERIMENT_OUTPUT_COLUMNS,
+        temperature_quantiles=network.config.quantiles,
+        elements_seen=elements,
+        metrics=metrics,
+        training_config={
+            "network": network.config.to_dict(),
+            "temperature": temperature,
+            "best_epochs": network.best_epochs,
+            "epochs_run": network.epochs_run,
+            "fit_seconds": round(network.seconds, 1),
+            "strategy": network.strategy,
+            **(extra_config or {}),
+        },
+        data_snapshot_sha256=train.report.sha256,
+        data_card=train.report.to_dict(),
+        sources=SOURCES,
+        tensorflow_version=tf.__version__,
+    )
+    return export_model(
+        served_experiment_model(network, temperature),
+        metadata,
+        model_dir / EXPERIMENT_DIRNAME,
+        output_name=OUTPUT_NAME,
+    )

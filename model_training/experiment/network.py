@@ -1,0 +1,434 @@
+"""The experiment head's network, and fitting it under the chosen distribution strategy.
+
+One network, two outputs: the logits of FM against AFM, and three quantiles of the logarithm
+of the ordering temperature. It reads the 119-vector through `CompositionFeatures` without
+density, so nothing it says depends on the density slot. Quantiles of log T are quantiles of
+T (the logarithm is monotone), and are built ordered: the median, then the low and high ones
+below and above it by a positive margin, so the interval never crosses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+
+from app.core.features import N_ELEMENTS, N_FEATURES
+from app.core.model_card import EXPERIMENT_CLASSES
+from model_training.architecture import (
+    CompositionFeatures,
+    TemperatureSoftmax,
+    derived_feature_names,
+    derived_features,
+)
+from model_training.data import LabelledData
+from model_training.metrics import score
+from model_training.strategy import strategy_name
+from model_training.train import class_weights, training_dataset
+
+logger = logging.getLogger(__name__)
+
+N_EXPERIMENT_CLASSES = len(EXPERIMENT_CLASSES)
+ORDERING_OUTPUT = "ordering"
+TEMPERATURE_OUTPUT = "log_temperature"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentConfig:
+    """Shape of the experiment network and how it is fitted.
+
+    Attributes:
+        hidden_units: Width of each hidden layer.
+        dropout: Dropout rate after each hidden layer.
+        ensemble_size: Networks, with seeds ``seed``, ``seed + 1``, ..., whose logits and
+            log-temperature quantiles the exported head averages.
+        quantiles: The low, median and high quantile of the temperature (0.1 and 0.9: an 80 %
+            interval).
+        epochs: Most passes over the training rows.
+        batch_size: Rows per gradient step.
+        learning_rate: Peak learning rate of AdamW (cosine decay over ``epochs``).
+        weight_decay: Decoupled weight decay.
+        patience: Epochs without a lower validation loss before training stops.
+        warmup_epochs: Epochs before early stopping starts watching.
+        class_weighting: Exponent of inverse class frequency used as class weight.
+        distillation: Weight of the LightGBM teachers' out-of-fold answers in the targets:
+            of the classifier's probabilities against the labels, and of the regressor's
+            log-temperature as a second pull on the median.
+        teacher_rounds: Boosting rounds of each teacher fold.
+        temperature_weight: Weight of the temperature loss against the ordering loss.
+        element_embedding: Width of a learnt vector per element, averaged over the
+            composition by atomic fraction and fed beside the derived features (0: none).
+        clip: Standardised features are clipped to ``[-clip, clip]``: a rare element's
+            fraction, standardised, would otherwise reach values in the hundreds.
+        seed: Seed of initialisation, dropout and shuffling.
+    """
+
+    hidden_units: tuple[int, ...] = (512, 256)
+    dropout: float = 0.1
+    ensemble_size: int = 2
+    quantiles: tuple[float, float, float] = (0.1, 0.5, 0.9)
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    warmup_epochs: int = 10
+    class_weighting: float = 0.5
+    distillation: float = 0.5
+    teacher_rounds: int = 600
+    temperature_weight: float = 2.0
+    element_embedding: int = 64
+    clip: float | None = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.hidden_units or any(units < 1 for units in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.distillation <= 1.0:
+            raise ValueError(f"bad {self.dropout=} or {self.distillation=}")
+        low, median, high = self.quantiles
+        if not 0.0 < low < median < high < 1.0:
+            raise ValueError(f"quantiles must be increasing in (0, 1), got {self.quantiles=}")
+        if min(self.ensemble_size, self.epochs, self.batch_size, self.patience) < 1:
+            raise ValueError("ensemble_size, epochs, batch_size and patience must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as JSON-ready values."""
+        return asdict(self)
+
+
+@keras.saving.register_keras_serializable(package="magorder")
+class OrderedQuantiles(keras.layers.Layer):  # type: ignore[misc]
+    """Three unconstrained values to low <= median <= high: median, median -/+ softplus."""
+
+    def call(self, raw: Any) -> Any:
+        """Map ``(n, 3)`` raw values to ``(n, 3)`` ordered quantiles."""
+        ops = keras.ops
+        median = raw[:, 1:2]
+        low = median - ops.softplus(raw[:, 0:1])
+        high = median + ops.softplus(raw[:, 2:3])
+        return ops.concatenate([low, median, high], axis=-1)
+
+
+def _pinball_loss(quantiles: tuple[float, float, float], distillation: float) -> Any:
+    """Quantile loss of log T against the label, plus a pull of the median to the teacher's.
+
+    ``y_true`` holds the measured log T in column 0 and the teacher's in column 1.
+    """
+    levels = keras.ops.convert_to_tensor(np.asarray(quantiles, np.float32)[None, :])
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        ops = keras.ops
+        error = y_true[:, 0:1] - y_pred
+        pinball = ops.mean(ops.maximum(levels * error, (levels - 1.0) * error), axis=-1)
+        pull = ops.abs(y_true[:, 1] - y_pred[:, 1])
+        return (1.0 - distillation) * pinball + distillation * 0.5 * pull
+
+    return loss
+
+
+def _weighted_cross_entropy(y_true: Any, logits: Any) -> Any:
+    """Cross-entropy of soft targets (columns 0-1), weighted by the row's class weight (2)."""
+    ops = keras.ops
+    log_p = ops.log_softmax(logits, axis=-1)
+    return -ops.sum(y_true[:, :N_EXPERIMENT_CLASSES] * log_p, axis=-1) * y_true[:, -1]
+
+
+def build_experiment_network(
+    config: ExperimentConfig,
+    *,
+    feature_mean: npt.NDArray[np.float32] | None = None,
+    feature_variance: npt.NDArray[np.float32] | None = None,
+) -> keras.Model:
+    """Build an untrained experiment network.
+
+    Args:
+        config: Its shape.
+        feature_mean: Training-split mean of each density-free derived feature.
+        feature_variance: Their training-split variance.
+
+    Returns:
+        A Keras model from ``(n, 119)`` features to ``{"ordering": (n, 2) logits,
+        "log_temperature": (n, 3) ordered quantiles of ln(T / K)}``.
+    """
+    keras.utils.set_random_seed(config.seed)
+    n_derived = len(derived_feature_names(with_density=False))
+    mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
+    variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    x = CompositionFeatures(with_density=False, name="composition")(features)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    if config.clip is not None:
+        x = keras.ops.clip(x, -config.clip, config.clip)
+    if config.element_embedding:
+        counts = keras.ops.maximum(features[:, :N_ELEMENTS], 0.0)
+        fractions = counts / keras.ops.maximum(keras.ops.sum(counts, axis=-1, keepdims=True), 1e-6)
+        embedded = keras.layers.Dense(
+            config.element_embedding, use_bias=False, name="element_embedding"
+        )(fractions)
+        x = keras.layers.Concatenate(name="with_embedding")([x, embedded])
+    for i, units in enumerate(config.hidden_units):
+        x = keras.layers.Dense(units, name=f"hidden_{i}")(x)
+        x = keras.layers.LayerNormalization(name=f"norm_{i}")(x)
+        x = keras.layers.Activation("gelu", name=f"gelu_{i}")(x)
+        x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    logits = keras.layers.Dense(N_EXPERIMENT_CLASSES, name=ORDERING_OUTPUT)(x)
+    raw = keras.layers.Dense(3, name="raw_quantiles")(x)
+    quantiles = OrderedQuantiles(name=TEMPERATURE_OUTPUT)(raw)
+    return keras.Model(
+        features,
+        {ORDERING_OUTPUT: logits, TEMPERATURE_OUTPUT: quantiles},
+        name=f"experiment_seed{config.seed}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Teachers:
+    """Out-of-fold answers of LightGBM for the training rows (distillation targets).
+
+    Attributes:
+        probabilities: ``(n, 2)`` FM/AFM probabilities.
+        log_temperature: ``(n,)`` predicted ln(T / K).
+    """
+
+    probabilities: npt.NDArray[np.float32]
+    log_temperature: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class TrainedExperimentNetwork:
+    """A fitted experiment network: the members' mean logits and log-temperature quantiles.
+
+    Attributes:
+        model: Raw features to ``{"ordering", "log_temperature"}``, members averaged.
+        config: How it was built and fitted.
+        best_epochs: Per member, the epoch (1-based) whose weights were kept.
+        epochs_run: Per member, epochs run before early stopping.
+        seconds: Wall-clock time of the fit, teachers included.
+        strategy: Name of the distribution strategy it was trained under.
+    """
+
+    model: keras.Model
+    config: ExperimentConfig
+    best_epochs: tuple[int, ...]
+    epochs_run: tuple[int, ...]
+    seconds: float
+    strategy: str
+
+    def outputs(
+        self, features: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Return the ``(n, 2)`` logits and ``(n, 3)`` quantiles of ln(T / K) of raw rows."""
+        out = self.model.predict(features, batch_size=4096, verbose=0)
+        return (
+            np.asarray(out[ORDERING_OUTPUT], np.float32),
+            np.asarray(out[TEMPERATURE_OUTPUT], np.float32),
+        )
+
+
+def log_temperatures(data: LabelledData) -> npt.NDArray[np.float32]:
+    """Return ln(T / K) of every record's ordering temperature."""
+    kelvin = data.rows["temperature_K"].to_numpy(dtype=np.float64)
+    return np.asarray(np.log(kelvin), dtype=np.float32)
+
+
+def _targets(
+    data: LabelledData,
+    probabilities: npt.NDArray[np.float32],
+    log_temperature: npt.NDArray[np.float32],
+    weights: dict[int, float],
+) -> dict[str, npt.NDArray[np.float32]]:
+    row_weight = np.asarray([weights[int(c)] for c in data.labels], np.float32)[:, None]
+    return {
+        ORDERING_OUTPUT: np.concatenate([probabilities, row_weight], axis=1),
+        TEMPERATURE_OUTPUT: np.stack([log_temperatures(data), log_temperature], axis=1),
+    }
+
+
+def _fit_member(
+    train_targets: dict[str, npt.NDArray[np.float32]],
+    validation_targets: dict[str, npt.NDArray[np.float32]],
+    train: LabelledData,
+    validation: LabelledData,
+    *,
+    normalisation: dict[str, npt.NDArray[np.float32]],
+    config: ExperimentConfig,
+    strategy: Any,
+    verbose: int,
+) -> tuple[keras.Model, int, int]:
+    keras.utils.set_random_seed(config.seed)
+    steps = -(-len(train.labels) // config.batch_size)
+    with strategy.scope():
+        model = build_experiment_network(config, **normalisation)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=steps * config.epochs
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=schedule, weight_decay=config.weight_decay
+            ),
+            loss={
+                ORDERING_OUTPUT: _weighted_cross_entropy,
+                TEMPERATURE_OUTPUT: _pinball_loss(config.quantiles, config.distillation),
+            },
+            loss_weights={ORDERING_OUTPUT: 1.0, TEMPERATURE_OUTPUT: config.temperature_weight},
+        )
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        mode="min",
+        patience=config.patience,
+        restore_best_weights=True,
+        start_from_epoch=config.warmup_epochs,
+    )
+    history = model.fit(
+        training_dataset(
+            train.features, train_targets, batch_size=config.batch_size, shuffle_seed=config.seed
+        ),
+        validation_data=training_dataset(
+            validation.features, validation_targets, batch_size=4096, shuffle_seed=None
+        ),
+        epochs=config.epochs,
+        shuffle=False,
+        callbacks=[stopper],
+        verbose=verbose,
+    )
+    losses = history.history["val_loss"]
+    watched = losses[config.warmup_epochs :] or losses[-1:]
+    best = len(losses) - len(watched) + int(np.argmin(watched))
+    return model, best + 1, len(losses)
+
+
+def _mean_members(members: list[keras.Model]) -> keras.Model:
+    if len(members) == 1:
+        return members[0]
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    outputs = [member(features) for member in members]
+    return keras.Model(
+        features,
+        {
+            name: keras.layers.Average(name=f"mean_{name}")([out[name] for out in outputs])
+            for name in (ORDERING_OUTPUT, TEMPERATURE_OUTPUT)
+        },
+        name="experiment_ensemble",
+    )
+
+
+def fit_experiment_network(
+    train: LabelledData,
+    validation: LabelledData,
+    *,
+    config: ExperimentConfig,
+    teachers: Teachers | None,
+    strategy: Any,
+    verbose: int = 2,
+) -> TrainedExperimentNetwork:
+    """Fit the members on the training rows, each kept at its epoch of lowest validation loss.
+
+    Args:
+        train: Training records (labels in `EXPERIMENT_CLASSES` order, temperatures in rows).
+        validation: Validation records, for early stopping.
+        config: Shape and fitting of the network.
+        teachers: LightGBM's out-of-fold answers for the training rows; needed when
+            ``config.distillation`` is above 0.
+        strategy: The ``tf.distribute`` strategy to build and fit under.
+        verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        The trained network.
+    """
+    started = time.perf_counter()
+    weights = class_weights(train.labels, config.class_weighting, n_classes=N_EXPERIMENT_CLASSES)
+    one_hot = np.eye(N_EXPERIMENT_CLASSES, dtype=np.float32)[train.labels]
+    log_t = log_temperatures(train)
+    if config.distillation > 0:
+        if teachers is None:
+            raise ValueError("distillation needs the teachers' out-of-fold answers")
+        d = config.distillation
+        soft = (1 - d) * one_hot + d * teachers.probabilities
+        teacher_log_t = teachers.log_temperature
+    else:
+        soft, teacher_log_t = one_hot, log_t
+    train_targets = _targets(train, soft, teacher_log_t, weights)
+    validation_targets = _targets(
+        validation,
+        np.eye(N_EXPERIMENT_CLASSES, dtype=np.float32)[validation.labels],
+        log_temperatures(validation),
+        weights,
+    )
+    derived = derived_features(train.features, with_density=False)
+    normalisation = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    logger.info(
+        "fitting the experiment network (%d member(s)) on %d records under %s",
+        config.ensemble_size,
+        len(train.labels),
+        strategy_name(strategy),
+    )
+    members, best_epochs, epochs_run = [], [], []
+    for index in range(config.ensemble_size):
+        member_config = replace(config, seed=config.seed + index)
+        model, best, epochs = _fit_member(
+            train_targets,
+            validation_targets,
+            train,
+            validation,
+            normalisation=normalisation,
+            config=member_config,
+            strategy=strategy,
+            verbose=verbose,
+        )
+        logger.info(
+            "experiment member %d/%d: best epoch %d of %d",
+            index + 1,
+            config.ensemble_size,
+            best,
+            epochs,
+        )
+        members.append(model)
+        best_epochs.append(best)
+        epochs_run.append(epochs)
+    network = TrainedExperimentNetwork(
+        model=_mean_members(members),
+        config=config,
+        best_epochs=tuple(best_epochs),
+        epochs_run=tuple(epochs_run),
+        seconds=time.perf_counter() - started,
+        strategy=strategy_name(strategy),
+    )
+    logits, _ = network.outputs(validation.features)
+    validation_accuracy = score(
+        validation.labels, logits.argmax(axis=1), classes=EXPERIMENT_CLASSES
+    ).accuracy
+    logger.info(
+        "experiment network: validation FM/AFM accuracy %.4f (%.0f s)",
+        validation_accuracy,
+        network.seconds,
+    )
+    return network
+
+
+def served_experiment_model(network: TrainedExperimentNetwork, temperature: float) -> keras.Model:
+    """Wrap a trained network into the served head: one ``(n, 4)`` output.
+
+    Columns (`app.core.model_card.EXPERIMENT_OUTPUT_COLUMNS`): P(FM | magnetic) after
+    temperature scaling, then the low, median and high ordering temperature in kelvin.
+
+    Args:
+        network: The trained network.
+        temperature: Calibration temperature of the ordering logits.
+
+    Returns:
+        A model from ``(n, 119)`` features to ``(n, 4)``.
+    """
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    out = network.model(features)
+    probabilities = TemperatureSoftmax(temperature=temperature, name="ordering_probabilities")(
+        out[ORDERING_OUTPUT]
+    )
+    kelvin = keras.ops.exp(out[TEMPERATURE_OUTPUT])
+    served = keras.ops.concatenate([probabilities[:, 0:1], kelvin], axis=-1)
+    return keras.Model(features, served, name="magorder_experiment_served")
