@@ -213,6 +213,21 @@ def test_batch_predicts_good_items_and_reports_bad_ones_in_place(client: TestCli
     assert results[5]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
 
 
+def test_a_lone_surrogate_in_a_batch_formula_fails_its_item_alone(client: TestClient) -> None:
+    # JSON can spell a lone surrogate, which UTF-8 cannot; echoing it raw was a 500.
+    body = b'{"items": [{"formula": "Fe\\ud800O", "density": 5}, {"formula": "NaCl", "density": 2}'
+    body += b"]}"
+    response = client.post(
+        "/predict/batch", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    bad, good = response.json()["results"]
+    assert bad["status"] == "error"
+    assert bad["formula"] == "Fe\\ud800O"  # escaped, as text
+    assert bad["error"]["type"] == "invalid_formula"
+    assert good["status"] == "ok"
+
+
 def test_batch_says_where_its_time_went_in_server_timing(client: TestClient) -> None:
     items = [{"formula": "NaCl", "density": 2.17}, {"formula": "Qq", "density": 2.0}]
     response = client.post("/predict/batch", json={"items": items})

@@ -18,7 +18,10 @@ def _formula_of(item: Any, max_length: int) -> str | None:
     formula = item.get("formula") if isinstance(item, dict) else None
     if not isinstance(formula, str):
         return None
-    return formula if len(formula) <= max_length else formula[:max_length] + "…"
+    shown = formula if len(formula) <= max_length else formula[:max_length] + "…"
+    # JSON may carry lone surrogates (\ud800), which no UTF-8 response can hold: echo them
+    # escaped, or the whole batch would fail to serialise.
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def predict_items(
