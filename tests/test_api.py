@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,15 @@ def test_markdown_card_of_a_model_without_one_is_a_404(client: TestClient) -> No
     error = _error(response)
     assert error["type"] == "model_card_missing"
     assert "MODEL_CARD.md" in error["message"]
+
+
+def test_a_markdown_card_that_is_not_utf8_is_still_served(model_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(model_dir, tmp_path / "model")
+    (copy / "MODEL_CARD.md").write_bytes("# card of Néel temperatures\n".encode("latin-1"))
+    with TestClient(create_app(make_settings(copy))) as client:
+        response = client.get("/model/card")
+    assert response.status_code == 200  # it was a 500
+    assert response.text.startswith("# card of N\ufffdel")
 
 
 def test_unknown_routes_and_methods_get_json_errors(client: TestClient) -> None:

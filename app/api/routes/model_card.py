@@ -62,6 +62,7 @@ def model_card_markdown(service: ServiceDep) -> Response:
 
 def _read_card(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        # A card edited into another encoding is still shown, its stray bytes marked.
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
