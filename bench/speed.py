@@ -224,13 +224,17 @@ def featurizer_and_model(report: Report, model_dir: Path, quick: bool) -> None:
     )
     features = vectorize(batch)
     for runtime in (ModelRuntime.LITERT, ModelRuntime.TENSORFLOW):
-        model = Predictor.load(model_dir, runtime).predict_proba
-        one = _median_us(lambda: model(features[:1]), 2000)  # noqa: B023 - called right away
-        many = _median_us(lambda: model(features), 50) / BATCH_SIZE  # noqa: B023
-        report.add(
-            f"| model call on {runtime}, batch of 1 | {one:.1f} |",
-            f"| model call on {runtime}, per row of a batch of {BATCH_SIZE} | {many:.2f} |",
-        )
+        predictor = Predictor.load(model_dir, runtime)
+        heads = [("model call", predictor.predict_proba)]
+        if predictor.experiment is not None:
+            heads.append(("experiment head call", predictor.experiment.outputs))
+        for what, model in heads:
+            one = _median_us(lambda: model(features[:1]), 2000)  # noqa: B023 - called right away
+            many = _median_us(lambda: model(features), 50) / BATCH_SIZE  # noqa: B023
+            report.add(
+                f"| {what} on {runtime}, batch of 1 | {one:.1f} |",
+                f"| {what} on {runtime}, per row of a batch of {BATCH_SIZE} | {many:.2f} |",
+            )
 
 
 def cold_start(report: Report, model_dir: Path, runs: int) -> None:

@@ -148,7 +148,7 @@ def test_the_head_never_reads_the_density_and_litert_reproduces_it(
     features = np.stack([featurize("Fe3Al", 7.0), featurize("MnF2", 3.9)])
     denser = features.copy()
     denser[:, DENSITY_INDEX] = 20.0
-    head, tf_head = predictor._experiment, reference._experiment
+    head, tf_head = predictor.experiment, reference.experiment
     assert head is not None
     assert tf_head is not None
     np.testing.assert_allclose(head.outputs(features), head.outputs(denser))

@@ -132,6 +132,11 @@ class Predictor:
         return self._runtime
 
     @property
+    def experiment(self) -> ExperimentHead | None:
+        """The experiment head, or None when the model has none."""
+        return self._experiment
+
+    @property
     def experiment_metadata(self) -> ExperimentMetadata | None:
         """The experiment head's card, or None when the model has no experiment head."""
         return None if self._experiment is None else self._experiment.metadata
