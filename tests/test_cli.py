@@ -127,6 +127,11 @@ def test_columns_are_found_by_common_names_or_named_by_flags(
             "the input already has column(s) ['prediction'], which the output adds",
         ),
         ("", [], "the input has no header row"),
+        (
+            "formula,density,formula\nNiO,6.67,CoO\n",
+            [],
+            "the input names column(s) ['formula'] more than once",
+        ),
     ],
 )
 def test_an_unusable_table_stops_with_status_2_and_a_reason(
@@ -140,6 +145,60 @@ def test_an_unusable_table_stops_with_status_2_and_a_reason(
     status, _, log = _run(["predict", str(_write(tmp_path, text)), *flags], model_dir, capsys)
     assert status == 2
     assert f"magorder: error: {message}" in log
+
+
+def test_cells_the_header_does_not_name_or_odd_numbers_fail_their_row(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "id,formula,density\nc1,NiO,6,67\nc2,NaCl,1_5\nc3,NaCl,2.17\n"
+    out = tmp_path / "out.csv"
+    status, _, _ = _run(["predict", str(_write(tmp_path, text)), "-o", str(out)], model_dir, capsys)
+    assert status == 1
+    rows = _rows(out.read_text(encoding="utf-8"))
+    # An unquoted decimal comma used to predict density 6 and drop the 67.
+    assert rows[0]["prediction"] == ""
+    assert rows[0]["error"].startswith("the row has 4 cells but the header names 3")
+    # float() reads 1_5 as 15.0.
+    assert rows[1]["error"] == "density '1_5' is not a number"
+    assert rows[2]["prediction"] != ""
+
+
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "-o", str(path)], model_dir, capsys)
+    assert status == 2
+    assert "is the input" in log
+    assert path.read_text(encoding="utf-8") == CANDIDATES
+
+
+def test_the_output_appears_only_once_complete(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("an earlier result\n", encoding="utf-8")
+    # A table refused at its header never touches an existing output.
+    status, _, _ = _run(
+        ["predict", str(_write(tmp_path, "name\nNiO\n")), "-o", str(out)], model_dir, capsys
+    )
+    assert status == 2
+    assert out.read_text(encoding="utf-8") == "an earlier result\n"
+    status, _, _ = _run(
+        ["predict", str(_write(tmp_path, CANDIDATES)), "-o", str(out)], model_dir, capsys
+    )
+    assert status == 1
+    assert out.read_text(encoding="utf-8").startswith("id,formula,density,note,prediction")
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_negative_retries_are_an_argument_error(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(_write(tmp_path, CANDIDATES)), "--retries", "-1"])
+    assert exit_info.value.code == 2
+    assert "--retries: must be 0 or more, got -1" in capsys.readouterr().err
 
 
 def test_a_missing_input_file_is_status_2(

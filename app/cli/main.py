@@ -33,6 +33,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magorder",
@@ -85,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--retries",
-        type=int,
+        type=_non_negative_int,
         default=3,
         help="with --url: further attempts after a connection error or a 503 (default: 3)",
     )
@@ -131,6 +138,25 @@ def _open_input(name: str) -> IO[str]:
     return Path(name).open(encoding="utf-8-sig", newline="")
 
 
+def _same_file(input_name: str, output: Path) -> bool:
+    try:
+        return output.exists() and Path(input_name).samefile(output)
+    except OSError:
+        return False
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[IO[str]]:
+    """Write beside ``path`` and move the file into place only once all of it is written."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as stream:
+            yield stream
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _count_rows(name: str) -> int | None:
     if name == "-":
         return None
@@ -142,15 +168,15 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     started = time.perf_counter()
+    if args.output is not None and args.input != "-" and _same_file(args.input, args.output):
+        raise TableError(f"the output {args.output} is the input: write the results elsewhere")
     with ExitStack() as stack:
         reader = csv.DictReader(stack.enter_context(_open_input(args.input)))
         # The header is checked before the model loads: a wrong file fails in a moment.
         columns = plan_columns(reader.fieldnames, args.formula_column, args.density_column)
         backend = stack.enter_context(_backend(args))
         sink: IO[str] = (
-            stack.enter_context(args.output.open("w", encoding="utf-8", newline=""))
-            if args.output is not None
-            else sys.stdout
+            stack.enter_context(_replacing(args.output)) if args.output is not None else sys.stdout
         )
         # A bar only on a terminal; only then is the input read once more to count its rows.
         show_progress = not args.quiet and sys.stderr.isatty()

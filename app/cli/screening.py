@@ -11,7 +11,14 @@ from tqdm import tqdm
 
 from app.api.schemas import BatchItemError
 from app.cli.backends import Backend
-from app.cli.table import Columns, density_of, open_writer, read_chunks, write_rows
+from app.cli.table import (
+    ADDED_COLUMNS,
+    Columns,
+    density_of,
+    open_writer,
+    read_chunks,
+    write_rows,
+)
 from app.core.errors import InvalidDensityError
 
 
@@ -68,6 +75,14 @@ def screen(
         refused: dict[int, str] = {}
         items: list[dict[str, Any]] = []
         for position, row in enumerate(chunk):
+            extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
+            if extra:
+                named = len(columns.output) - len(ADDED_COLUMNS)
+                refused[position] = (
+                    f"the row has {named + len(extra)} cells but the header names {named}; "
+                    "quote cells that hold a comma (a decimal comma such as 6,67 splits a cell)"
+                )
+                continue
             try:
                 density = density_of(row.get(columns.density))
             except InvalidDensityError as exc:

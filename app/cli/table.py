@@ -95,6 +95,11 @@ def plan_columns(
     """
     if not header:
         raise TableError("the input has no header row; its first line must name the columns")
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if repeated:
+        raise TableError(
+            f"the input names column(s) {repeated} more than once; every column needs its own name"
+        )
     clashing = [column for column in ADDED_COLUMNS if column in header]
     if clashing:
         raise TableError(
@@ -128,6 +133,8 @@ def density_of(text: str | None) -> float:
     """
     if text is None or not text.strip():
         raise InvalidDensityError("density is missing")
+    if "_" in text:  # float() reads '1_5' as 15.0; a JSON number cannot hold one either
+        raise InvalidDensityError(f"density {text!r} is not a number")
     try:
         value = float(text)
     except ValueError:
