@@ -192,6 +192,27 @@ def test_the_output_appears_only_once_complete(
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # An unterminated quote used to swallow the rest of the file into one cell.
+        ('formula,density\n"NiO,6.67\nCoO,6.44\n', "record starting at line 2: unexpected end"),
+        # A field over the csv module's limit used to be a traceback and exit 1.
+        ("formula,density\nNiO,6.67\n" + "Fe" * 70_000 + ",5\n", "record starting at line 3"),
+    ],
+)
+def test_a_file_that_is_not_csv_past_its_header_is_status_2_naming_the_line(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    out = tmp_path / "out.csv"
+    status, _, log = _run(
+        ["predict", str(_write(tmp_path, text)), "-o", str(out)], model_dir, capsys
+    )
+    assert status == 2
+    assert message in log
+    assert not out.exists()  # nothing half-written
+
+
 def test_negative_retries_are_an_argument_error(
     tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -171,9 +171,14 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output is not None and args.input != "-" and _same_file(args.input, args.output):
         raise TableError(f"the output {args.output} is the input: write the results elsewhere")
     with ExitStack() as stack:
-        reader = csv.DictReader(stack.enter_context(_open_input(args.input)))
+        # strict: an unterminated quote is an error, not a cell swallowing the rest of the file.
+        reader = csv.DictReader(stack.enter_context(_open_input(args.input)), strict=True)
         # The header is checked before the model loads: a wrong file fails in a moment.
-        columns = plan_columns(reader.fieldnames, args.formula_column, args.density_column)
+        try:
+            header = reader.fieldnames
+        except csv.Error as exc:
+            raise TableError(f"the input's header is not readable CSV: {exc}") from exc
+        columns = plan_columns(header, args.formula_column, args.density_column)
         backend = stack.enter_context(_backend(args))
         sink: IO[str] = (
             stack.enter_context(_replacing(args.output)) if args.output is not None else sys.stdout
@@ -188,7 +193,14 @@ def _predict(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         )
-        summary = screen(reader, columns, sink, backend, progress)
+        try:
+            summary = screen(reader, columns, sink, backend, progress)
+        except csv.Error as exc:
+            raise TableError(
+                # line_num counts the lines of the records read whole; this one starts after.
+                f"the input is not readable CSV in the record starting at line "
+                f"{reader.line_num + 1}: {exc}"
+            ) from exc
     if not args.quiet:
         elapsed = time.perf_counter() - started
         print(f"magorder: {summary.describe()} in {elapsed:.1f} s", file=sys.stderr)
