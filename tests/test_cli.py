@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,6 +247,36 @@ def test_the_console_script_reads_stdin_and_writes_stdout(model_dir: Path) -> No
     assert [row["error"] != "" for row in rows] == [False, True]
     assert "2 rows: 1 predicted" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigint_ends_the_run_with_a_summary_and_no_partial_output(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).parent / "magorder"
+    out = tmp_path / "out.csv"
+    process = subprocess.Popen(
+        [str(script), "predict", "-", "-o", str(out), "--batch-size", "2",
+         "--model-dir", str(model_dir)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdin is not None
+    # Two rows: one full chunk is predicted and written; then the command waits for more.
+    process.stdin.write("formula,density\nNiO,6.67\nNaCl,2.17\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 120
+    partial = tmp_path / f".out.csv.partial-{process.pid}"
+    while not (partial.exists() and partial.read_text().count("\n") >= 3):
+        assert time.monotonic() < deadline, "the first chunk was never written"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, log = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert f"magorder: interrupted: 0 rows written to {out}, left as it was" in log
+    assert "Traceback" not in log
+    assert not out.exists()
+    assert not partial.exists()
 
 
 @pytest.fixture(scope="module")

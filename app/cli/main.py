@@ -16,12 +16,14 @@ from typing import IO
 
 from app import __version__
 from app.cli.backends import Backend, BackendError, LocalBackend, RemoteBackend
-from app.cli.screening import screen
+from app.cli.screening import Summary, screen
 from app.cli.table import DENSITY_COLUMNS, FORMULA_COLUMNS, TableError, plan_columns
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+"""What a shell reports for a command ended by SIGINT (128 + 2)."""
 
 logger = logging.getLogger("app.cli")
 
@@ -165,9 +167,26 @@ def _count_rows(name: str) -> int | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    summary = Summary()
+    try:
+        _screen_file(args, summary)
+    except KeyboardInterrupt:
+        # Raised through the output's context, so a partial -o file is removed, not kept.
+        where = f"{args.output}, left as it was" if args.output else "standard output"
+        written = 0 if args.output else summary.rows
+        print(f"magorder: interrupted: {written} rows written to {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        elapsed = time.perf_counter() - started
+        print(f"magorder: {summary.describe()} in {elapsed:.1f} s", file=sys.stderr)
+    return EXIT_ROWS_FAILED if summary.failed else EXIT_OK
+
+
+def _screen_file(args: argparse.Namespace, summary: Summary) -> None:
+    """Screen ``args.input`` into ``args.output`` (or standard output), counting into summary."""
     from tqdm import tqdm
 
-    started = time.perf_counter()
     if args.output is not None and args.input != "-" and _same_file(args.input, args.output):
         raise TableError(f"the output {args.output} is the input: write the results elsewhere")
     with ExitStack() as stack:
@@ -194,17 +213,13 @@ def _predict(args: argparse.Namespace) -> int:
             )
         )
         try:
-            summary = screen(reader, columns, sink, backend, progress)
+            screen(reader, columns, sink, backend, progress, summary)
         except csv.Error as exc:
             raise TableError(
                 # line_num counts the lines of the records read whole; this one starts after.
                 f"the input is not readable CSV in the record starting at line "
                 f"{reader.line_num + 1}: {exc}"
             ) from exc
-    if not args.quiet:
-        elapsed = time.perf_counter() - started
-        print(f"magorder: {summary.describe()} in {elapsed:.1f} s", file=sys.stderr)
-    return EXIT_ROWS_FAILED if summary.failed else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,7 @@ def screen(
     sink: IO[str],
     backend: Backend,
     progress: tqdm[Any] | None = None,
+    summary: Summary | None = None,
 ) -> Summary:
     """Predict every row of a CSV and write it out with its prediction, chunk by chunk.
 
@@ -62,6 +63,8 @@ def screen(
         sink: Where the output CSV goes.
         backend: What predicts.
         progress: Advanced by the number of rows written.
+        summary: Counts to add to as each chunk is written, so that a caller interrupted
+            midway knows how far the run got; a new one when omitted.
 
     Returns:
         The counts of the run.
@@ -70,7 +73,7 @@ def screen(
         BackendError: The predictions cannot be had.
     """
     writer = open_writer(sink, columns.output)
-    summary = Summary()
+    summary = Summary() if summary is None else summary
     for chunk in read_chunks(reader, backend.max_batch_size):
         refused: dict[int, str] = {}
         items: list[dict[str, Any]] = []
@@ -91,6 +94,7 @@ def screen(
             items.append({"formula": row.get(columns.formula) or "", "density": density})
         results = backend.predict(items) if items else []
         write_rows(writer, chunk, refused, results)
+        sink.flush()  # each chunk reaches the file or pipe as it is done, not at the end
         summary.rows += len(chunk)
         summary.failed += len(refused)
         for result in results:
