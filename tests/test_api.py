@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import shutil
 from collections.abc import Iterator
@@ -227,6 +228,25 @@ def test_a_lone_surrogate_in_a_batch_formula_fails_its_item_alone(client: TestCl
     assert bad["formula"] == "Fe\\ud800O"  # escaped, as text
     assert bad["error"]["type"] == "invalid_formula"
     assert good["status"] == "ok"
+
+
+def test_error_bodies_stay_bounded_however_many_problems_a_request_has(
+    client: TestClient,
+) -> None:
+    unknown = {f"unknown_key_{i}": i for i in range(120)}
+    single = client.post("/predict", json={"formula": "NiO", "density": 6.67, **unknown})
+    assert single.status_code == 422
+    error = _error(single)
+    assert len(error["details"]) == 5
+    assert error["message"].endswith("; and 115 more problems")
+    items = [{"formula": "NiO", "density": 6.67, **unknown} for _ in range(200)]
+    request = json.dumps({"items": items}).encode()
+    batch = client.post(
+        "/predict/batch", content=request, headers={"Content-Type": "application/json"}
+    )
+    assert batch.status_code == 200
+    # Each item's error lists 5 of its 120 problems: once 16 times the request's size.
+    assert len(batch.content) < len(request)
 
 
 def test_batch_says_where_its_time_went_in_server_timing(client: TestClient) -> None:

@@ -67,6 +67,10 @@ def _describe_problem(error: Mapping[str, Any], root: str) -> str:
     return f"{_describe_location(error['loc'], root)}: {_error_message(error)}"
 
 
+MAX_REPORTED_PROBLEMS = 5
+"""Most validation problems one error response describes; it counts the others."""
+
+
 def validation_error_detail(
     errors: Sequence[Mapping[str, Any]], *, root: str = "body"
 ) -> ErrorDetail:
@@ -77,15 +81,23 @@ def validation_error_detail(
         root: What to call the validated value itself in messages.
 
     Returns:
-        A detail whose message names every problem and its field.
+        A detail whose message names each of the first `MAX_REPORTED_PROBLEMS` problems and
+        its field, and counts the rest.
     """
     fields = {_describe_location(e["loc"], root) for e in errors if e["type"] != "json_invalid"}
+    # A body can carry thousands of problems (unknown keys): report the first few and a count,
+    # so that an error response never outgrows the request by much.
+    shown = list(errors[:MAX_REPORTED_PROBLEMS])
+    rest = len(errors) - len(shown)
+    message = "; ".join(_describe_problem(e, root) for e in shown)
+    if rest:
+        message += f"; and {rest} more problem{'s' if rest > 1 else ''}"
     return ErrorDetail(
         type="request_validation_error",
-        message="; ".join(_describe_problem(e, root) for e in errors),
+        message=message,
         field=fields.pop() if len(fields) == 1 else None,
         details=[
-            {"loc": list(e["loc"]), "msg": _error_message(e), "type": e["type"]} for e in errors
+            {"loc": list(e["loc"]), "msg": _error_message(e), "type": e["type"]} for e in shown
         ],
     )
 
