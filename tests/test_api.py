@@ -309,6 +309,15 @@ def test_a_markdown_card_that_is_not_utf8_is_still_served(model_dir: Path, tmp_p
     assert response.text.startswith("# card of N\ufffdel")
 
 
+def test_head_on_the_model_routes_answers_like_get_without_a_body(client: TestClient) -> None:
+    # They used to be 405s.
+    model = client.head("/model")
+    assert (model.status_code, model.content) == (200, b"")
+    card = client.head("/model/card")  # the fixture model has no card: 404, as GET
+    assert (card.status_code, card.content) == (404, b"")
+    assert card.headers["content-type"] == "application/json"
+
+
 def test_unknown_routes_and_methods_get_json_errors(client: TestClient) -> None:
     assert _error(client.get("/nowhere")) == {"type": "http_error", "message": "Not Found"}
     response = client.get("/predict")
