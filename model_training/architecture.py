@@ -7,7 +7,7 @@ SavedModel carries them and the service passes only the raw vector.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -237,8 +237,28 @@ def standardised_features(
     return keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
 
 
-def hidden_layers(x: Any, config: ModelConfig) -> Any:
-    """The magorder preset's hidden stack: dense, layer norm, GELU and dropout per layer."""
+class HiddenStack(Protocol):
+    """What `hidden_layers` reads of a configuration."""
+
+    @property
+    def hidden_units(self) -> tuple[int, ...]:
+        """Width of each hidden layer."""
+
+    @property
+    def dropout(self) -> float:
+        """Dropout rate after each hidden layer."""
+
+
+def hidden_layers(x: Any, config: HiddenStack) -> Any:
+    """The hidden stack of the magorder networks: dense, layer norm, GELU and dropout per layer.
+
+    Args:
+        x: The input tensor.
+        config: Its widths and dropout (`ModelConfig`, or the experiment head's config).
+
+    Returns:
+        The output of the last layer.
+    """
     for i, units in enumerate(config.hidden_units):
         x = keras.layers.Dense(units, name=f"hidden_{i}")(x)
         x = keras.layers.LayerNormalization(name=f"norm_{i}")(x)

@@ -25,6 +25,7 @@ from model_training.architecture import (
     TemperatureSoftmax,
     derived_feature_names,
     derived_features,
+    hidden_layers,
 )
 from model_training.data import LabelledData
 from model_training.metrics import score
@@ -172,11 +173,7 @@ def build_experiment_network(
             config.element_embedding, use_bias=False, name="element_embedding"
         )(fractions)
         x = keras.layers.Concatenate(name="with_embedding")([x, embedded])
-    for i, units in enumerate(config.hidden_units):
-        x = keras.layers.Dense(units, name=f"hidden_{i}")(x)
-        x = keras.layers.LayerNormalization(name=f"norm_{i}")(x)
-        x = keras.layers.Activation("gelu", name=f"gelu_{i}")(x)
-        x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    x = hidden_layers(x, config)
     logits = keras.layers.Dense(N_EXPERIMENT_CLASSES, name=ORDERING_OUTPUT)(x)
     raw = keras.layers.Dense(3, name="raw_quantiles")(x)
     quantiles = OrderedQuantiles(name=TEMPERATURE_OUTPUT)(raw)
