@@ -10,6 +10,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY app ./app
 COPY model_training ./model_training
+COPY magorder ./magorder
 # The serving dependencies only: no test or lint tools end up in the image. TensorFlow is the
 # CPU-only build of the pinned version (tensorflow-cpu: the same package less its CUDA kernels,
 # about 1.1 GB smaller): the image serves on the CPU. So the dependencies are installed from

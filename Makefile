@@ -14,8 +14,10 @@ MODEL_VERSION ?= 1.1.0
 # repository either), and the version of the bundled experiment head.
 EXPERIMENT_DATA ?= ../shared/data/experimental_magnetic.csv
 EXPERIMENT_VERSION ?= 1.0.0
+# Version of the bundled density estimator (trained on $(DATA), for formulas sent without one).
+DENSITY_VERSION ?= 1.0.0
 
-.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model experiment-model lock clean
+.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model experiment-model density-model lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +84,11 @@ model: $(VENV)/.installed-train
 experiment-model: $(VENV)/.installed-train
 	$(BIN)/python -m model_training experiment --data $(EXPERIMENT_DATA) --mp-data $(DATA) \
 		--model-dir artifacts/model --run-dir runs/experiment --version $(EXPERIMENT_VERSION)
+
+## density-model: train and score the density estimator on $(DATA), write its card, export it into artifacts/model/density
+density-model: $(VENV)/.installed-train
+	$(BIN)/python -m model_training density --data $(DATA) --model-dir artifacts/model \
+		--run-dir runs/density --version $(DENSITY_VERSION)
 
 ## lock: re-resolve the newest allowed versions and record them in constraints.txt
 lock:

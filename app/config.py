@@ -9,8 +9,10 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.batch import BatchLimits
 from app.core.features import DEFAULT_LIMITS, FormulaLimits
 from app.core.model_runtime import ModelRuntime
+from app.core.structures import DEFAULT_STRUCTURE_LIMITS, StructureLimits
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "model"
 
@@ -26,6 +28,9 @@ class Settings(BaseSettings):
         max_body_bytes: Largest request body accepted, in bytes.
         max_formula_length: Most characters in one formula.
         max_formula_elements: Most distinct elements in one formula.
+        max_structure_sites: Most sites in one crystal structure.
+        max_cif_images: Most site images a CIF's symmetry operations may generate (listed
+            sites times operations), bounding pymatgen's work before it starts.
         body_timeout_s: Longest wait for the next chunk of a request body, in seconds.
         log_level: Level of the service's own log lines.
     """
@@ -38,6 +43,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
     max_formula_length: int = Field(default=DEFAULT_LIMITS.max_length, ge=1, le=10_000)
     max_formula_elements: int = Field(default=DEFAULT_LIMITS.max_elements, ge=1, le=118)
+    max_structure_sites: int = Field(default=DEFAULT_STRUCTURE_LIMITS.max_sites, ge=1, le=100_000)
+    max_cif_images: int = Field(default=DEFAULT_STRUCTURE_LIMITS.max_cif_images, ge=1, le=1_000_000)
     body_timeout_s: float = Field(default=10.0, gt=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -46,6 +53,18 @@ class Settings(BaseSettings):
         """The formula bounds these settings ask for."""
         return FormulaLimits(
             max_length=self.max_formula_length, max_elements=self.max_formula_elements
+        )
+
+    @cached_property
+    def batch_limits(self) -> BatchLimits:
+        """The formula and structure bounds these settings ask for."""
+        return BatchLimits(
+            formula=self.formula_limits,
+            structure=StructureLimits(
+                max_bytes=self.max_body_bytes,
+                max_sites=self.max_structure_sites,
+                max_cif_images=self.max_cif_images,
+            ),
         )
 
 

@@ -17,7 +17,7 @@ from app import __version__
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.dependencies import Service
 from app.api.errors import register_error_handlers
-from app.api.routes import health, model_card, predict
+from app.api.routes import health, model_card, predict, structure
 from app.api.startup_refusal import StartupRefusalMiddleware
 from app.config import Settings, describe_settings_error, get_settings
 from app.core.errors import ModelLoadError
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(StartupRefusalMiddleware)
     app.include_router(predict.router)
+    app.include_router(structure.router)
     app.include_router(health.router)
     app.include_router(model_card.router)
     return app

@@ -22,6 +22,7 @@ from fastapi import APIRouter
 from app.api.dependencies import ServiceDep
 from app.api.json_body import JSONBodyRoute
 from app.api.schemas import CompoundIn, PredictionOut
+from app.core.features import DensitySource
 from app.core.model_card import MagneticOrdering
 from app.main import create_app
 
@@ -33,6 +34,8 @@ SAME_SIGNATURE_PATH = "/floor/same-signature"
 _CONSTANT = PredictionOut(
     formula="Fe2O3",
     reduced_formula="Fe2O3",
+    density=5.24,
+    density_source=DensitySource.GIVEN,
     prediction=MagneticOrdering.AFM,
     probabilities=dict.fromkeys(MagneticOrdering, 0.25),
     model_version="floor",

@@ -145,6 +145,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "(the comparison is left out without it)",
     )
 
+    density = commands.add_parser(
+        "density",
+        help="train and score the density estimator (a density from the composition, for "
+        "formulas sent without one) beside its baselines on the Materials Project head's "
+        "split, write its card and export it into <model-dir>/density",
+    )
+    _add_training_options(density)
+    density.set_defaults(run_dir=Path("runs") / "density")
+    density.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("runs") / "model",
+        help="model directory whose Materials Project head it is measured with and exported "
+        "beside (default: runs/model; the bundled model is artifacts/model)",
+    )
+
     placeholder = commands.add_parser(
         "placeholder",
         help="export an UNTRAINED placeholder model (random weights) for the service to start on",
@@ -202,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(commands.ablate(args, command_line=command_line))
         elif args.command == "experiment":
             print(commands.experiment(args, command_line=command_line))
+        elif args.command == "density":
+            print(commands.density(args, command_line=command_line))
         else:
             from model_training.placeholder import export_placeholder
 

@@ -237,6 +237,46 @@ def standardised_features(
     return keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
 
 
+def density_free_inputs(
+    features: Any,
+    *,
+    feature_mean: npt.NDArray[np.float32] | None,
+    feature_variance: npt.NDArray[np.float32] | None,
+    clip: float | None,
+    element_embedding: int,
+) -> Any:
+    """The inputs of the heads that never read density: the experiment head, the estimator.
+
+    Args:
+        features: The ``(n, 119)`` raw-vector input.
+        feature_mean: Training-split mean of each density-free derived feature; zeros when
+            omitted.
+        feature_variance: Their training-split variance; ones when omitted.
+        clip: Standardised features are clipped to ``[-clip, clip]`` (a rare element's
+            fraction, standardised, would otherwise reach values in the hundreds); None: not.
+        element_embedding: Width of a learnt vector per element, averaged over the
+            composition by atomic fraction and set beside the derived features (0: none).
+
+    Returns:
+        The standardised derived features, with the embedding when asked for.
+    """
+    n_derived = len(derived_feature_names(with_density=False))
+    mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
+    variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
+    x = CompositionFeatures(with_density=False, name="composition")(features)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    if clip is not None:
+        x = keras.ops.clip(x, -clip, clip)
+    if not element_embedding:
+        return x
+    counts = keras.ops.maximum(features[:, :N_ELEMENTS], 0.0)
+    fractions = counts / keras.ops.maximum(keras.ops.sum(counts, axis=-1, keepdims=True), 1e-6)
+    embedded = keras.layers.Dense(element_embedding, use_bias=False, name="element_embedding")(
+        fractions
+    )
+    return keras.layers.Concatenate(name="with_embedding")([x, embedded])
+
+
 class HiddenStack(Protocol):
     """What `hidden_layers` reads of a configuration."""
 

@@ -17,16 +17,18 @@ from model_training.metrics import Probabilities
 
 logger = logging.getLogger(__name__)
 
-_LIGHTGBM_PARAMETERS: dict[str, Any] = {
+LIGHTGBM_TREE_PARAMETERS: dict[str, Any] = {
     "learning_rate": 0.05,
     "num_leaves": 63,
-    "class_weight": "balanced",
     "subsample": 0.8,
     "subsample_freq": 1,
     "colsample_bytree": 0.5,
     "n_jobs": -1,
     "verbose": -1,
 }
+"""The trees of every LightGBM baseline and teacher (the MP head's, the experiment head's,
+the density estimator's)."""
+_LIGHTGBM_PARAMETERS: dict[str, Any] = {**LIGHTGBM_TREE_PARAMETERS, "class_weight": "balanced"}
 
 
 @dataclass(frozen=True, slots=True)

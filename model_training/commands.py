@@ -7,13 +7,16 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.core.errors import ModelLoadError
 from app.core.predictor import Predictor
 from model_training.ablation import ablation_table, run_ablation
 from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import LabelledData, load_labelled_data
+from model_training.density.evaluate import run_density_evaluation
+from model_training.density.export import export_density_estimator, write_density_card
+from model_training.density.network import DensityConfig
 from model_training.evaluate import calibrate, run_evaluation
 from model_training.experiment.data import load_experimental_data
 from model_training.experiment.evaluate import run_experiment_evaluation
@@ -62,6 +65,19 @@ def _model_config(args: argparse.Namespace, preset: Preset) -> ModelConfig:
     if args.ensemble_size is not None:
         config = replace(config, ensemble_size=args.ensemble_size)
     return config
+
+
+_HeadConfig = TypeVar("_HeadConfig", ExperimentConfig, DensityConfig)
+
+
+def _with_overrides(config: _HeadConfig, args: argparse.Namespace) -> _HeadConfig:
+    """A head's configuration with the epochs, batch size and ensemble size asked for."""
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "ensemble_size": args.ensemble_size,
+    }
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _data_and_split(args: argparse.Namespace) -> tuple[LabelledData, Split]:
@@ -187,13 +203,7 @@ def experiment(args: argparse.Namespace, *, command_line: str) -> str:
     if mp_predictor is not None and args.mp_data is not None:
         logger.info("loading %s for the density estimate", args.mp_data)
         mp_data = load_labelled_data(args.mp_data)
-    config = ExperimentConfig(seed=args.seed)
-    overrides = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "ensemble_size": args.ensemble_size,
-    }
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = _with_overrides(ExperimentConfig(seed=args.seed), args)
     evaluation = run_experiment_evaluation(
         data,
         split,
@@ -251,6 +261,59 @@ def experiment(args: argparse.Namespace, *, command_line: str) -> str:
         f"80 % interval coverage {evaluation.interval_coverage:.3f}; card: {card}; "
         f"exported to {head_dir}; run files in {args.run_dir}"
     )
+    return "\n".join(lines)
+
+
+def density(args: argparse.Namespace, *, command_line: str) -> str:
+    """Train and score the density estimator, write its card and export it beside the MP head.
+
+    Args:
+        args: Parsed ``density`` arguments.
+        command_line: The command as typed, recorded in the card.
+
+    Returns:
+        A summary of every model's figures, as printed.
+    """
+    data, split = _data_and_split(args)
+    predictor = None
+    try:
+        predictor = Predictor.load(args.model_dir)
+    except ModelLoadError as exc:
+        logger.warning("no Materials Project head to measure the estimate's effect on: %s", exc)
+    config = _with_overrides(DensityConfig(seed=args.seed), args)
+    evaluation = run_density_evaluation(
+        data,
+        split,
+        config=config,
+        strategy=choose_strategy(StrategyChoice(args.strategy)),
+        predictor=predictor,
+        verbose=0 if args.quiet else 2,
+        on_stage=lambda stage: logger.info("== %s", stage),
+    )
+    head_dir = export_density_estimator(
+        evaluation,
+        train=data.subset(split.train),
+        model_dir=args.model_dir,
+        model_version=args.version,
+        extra_config={"command": command_line},
+    )
+    card = write_density_card(
+        evaluation, head_dir, model_version=args.version, command=command_line
+    )
+    lines = [
+        f"{'model':<10} {'MAE':>7} {'RMSE':>7} {'R2':>6}  (g/cm3, {len(split.test)} test rows)"
+    ]
+    for result in evaluation.results:
+        s = result.scores
+        lines.append(f"{result.name:<10} {s.mae:>7.3f} {s.rmse:>7.3f} {s.r2:>6.3f}")
+    if evaluation.mp_head is not None:
+        head = evaluation.mp_head
+        lines.append(
+            f"MP head macro-F1 {head['macro_f1_given']:.4f} with the real density, "
+            f"{head['macro_f1_estimated']:.4f} with the estimate "
+            f"({head['answers_changed']:.1%} of answers change)"
+        )
+    lines.append(f"card: {card}; exported to {head_dir}")
     return "\n".join(lines)
 
 

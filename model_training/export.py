@@ -21,8 +21,9 @@ from app.core.features import (
     element_symbols,
 )
 from app.core.model_card import (
-    EXPERIMENT_DIRNAME,
+    HEAD_DIRNAMES,
     SAVED_MODEL_DIRNAME,
+    DensityMetadata,
     ExperimentMetadata,
     MagneticOrdering,
     ModelMetadata,
@@ -39,7 +40,7 @@ OUTPUT_NAME = "probabilities"
 
 def export_model(
     model: keras.Model,
-    metadata: ModelMetadata | ExperimentMetadata,
+    metadata: ModelMetadata | ExperimentMetadata | DensityMetadata,
     model_dir: Path,
     *,
     output_name: str = OUTPUT_NAME,
@@ -47,9 +48,9 @@ def export_model(
     """Write ``saved_model/`` and ``metadata.json`` into a model directory.
 
     The directory is written beside its destination and moved into place at the end, so a
-    failed export never leaves a half-written model where the service looks for one. An
-    experiment head already in the destination (``experiment/``) is kept: it is trained
-    from other data, by its own command.
+    failed export never leaves a half-written model where the service looks for one. Heads
+    already in the destination (``experiment/``, ``density/``) are kept: each is trained by
+    its own command.
 
     Args:
         model: A model mapping ``(n, 119)`` features to its output matrix.
@@ -76,9 +77,10 @@ def export_model(
         archive.write_out(str(staging / SAVED_MODEL_DIRNAME), verbose=False)
         checksum = hash_directory(staging / SAVED_MODEL_DIRNAME)
         write_metadata(metadata.model_copy(update={"saved_model_sha256": checksum}), staging)
-        head = model_dir / EXPERIMENT_DIRNAME
-        if head.is_dir():
-            head.rename(staging / EXPERIMENT_DIRNAME)
+        for name in HEAD_DIRNAMES:
+            head = model_dir / name
+            if head.is_dir():
+                head.rename(staging / name)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         staging.rename(model_dir)

@@ -214,3 +214,55 @@ def probabilities_from_logits(
 ) -> Probabilities:
     """Return ``softmax(logits / temperature)`` row by row, as float32."""
     return np.asarray(softmax(logits.astype(np.float64) / temperature, axis=1), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class RegressionScores:
+    """How close predicted values are to measured ones (ordering temperatures, densities).
+
+    Attributes:
+        n: Records scored.
+        mae: Mean absolute error.
+        rmse: Root mean squared error.
+        r2: Coefficient of determination against the test rows' own mean.
+        median_absolute_error: Median absolute error.
+    """
+
+    n: int
+    mae: float
+    rmse: float
+    r2: float
+    median_absolute_error: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the scores as JSON-ready values."""
+        return {
+            "n": self.n,
+            "mae": self.mae,
+            "rmse": self.rmse,
+            "r2": self.r2,
+            "median_absolute_error": self.median_absolute_error,
+        }
+
+
+def score_regression(
+    measured: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]
+) -> RegressionScores:
+    """Score predicted values against measured ones, in their unit.
+
+    Args:
+        measured: Measured values.
+        predicted: Predicted values.
+
+    Returns:
+        MAE, RMSE, R² and median absolute error.
+    """
+    error = predicted - measured
+    spread = float(((measured - measured.mean()) ** 2).sum())
+    return RegressionScores(
+        n=len(measured),
+        mae=float(np.abs(error).mean()),
+        rmse=float(np.sqrt((error**2).mean())),
+        r2=float(1 - (error**2).sum() / spread) if spread > 0 else float("nan"),
+        median_absolute_error=float(np.median(np.abs(error))),
+    )

@@ -138,6 +138,27 @@ step "built $IMAGE: ${SIZE_MB} MB"
 
 MODEL_VERSION=$(json_field model_version <artifacts/model/metadata.json)
 EXPERIMENT_VERSION=$(json_field model_version <artifacts/model/experiment/metadata.json)
+DENSITY_VERSION=$(json_field model_version <artifacts/model/density/metadata.json)
+# A rock-salt NiO cell, to upload as a crystal structure file.
+cat >"$WORK/NiO.cif" <<'CIF'
+data_NiO
+_symmetry_space_group_name_H-M   'P 1'
+_cell_length_a   2.95
+_cell_length_b   2.95
+_cell_length_c   2.95
+_cell_angle_alpha   60
+_cell_angle_beta   60
+_cell_angle_gamma   60
+loop_
+ _atom_site_type_symbol
+ _atom_site_label
+ _atom_site_fract_x
+ _atom_site_fract_y
+ _atom_site_fract_z
+ _atom_site_occupancy
+  Ni  Ni0  0.0  0.0  0.0  1
+  O  O1  0.5  0.5  0.5  1
+CIF
 
 check_service() { # check_service CONTAINER PORT
   local container=$1 url="http://127.0.0.1:$2" body code
@@ -152,7 +173,9 @@ check_service() { # check_service CONTAINER PORT
     || fail "/health reports $body, not model $MODEL_VERSION"
   [ "$(echo "$body" | json_field experiment_model_version)" = "$EXPERIMENT_VERSION" ] \
     || fail "/health reports $body, not experiment head $EXPERIMENT_VERSION"
-  step "  /health 200, model $MODEL_VERSION, experiment head $EXPERIMENT_VERSION"
+  [ "$(echo "$body" | json_field density_model_version)" = "$DENSITY_VERSION" ] \
+    || fail "/health reports $body, not density estimator $DENSITY_VERSION"
+  step "  /health 200, model $MODEL_VERSION, experiment head $EXPERIMENT_VERSION, density $DENSITY_VERSION"
   body=$(curl -sf "$url/predict" -H 'Content-Type: application/json' \
     -d '{"formula": "CaTiO3", "density": 4.04}') || fail "POST /predict did not answer 200"
   echo "$body" | python3 -c '
@@ -172,6 +195,16 @@ assert experiment["ordering_temperature"]["kelvin"] > 0, answer
     fail "a bad formula got $code: $(cat "$WORK/422.json")"
   fi
   step "  POST /predict Qq2: 422 invalid_formula"
+  body=$(curl -sf "$url/predict" -H 'Content-Type: application/json' -d '{"formula": "NiO"}') \
+    || fail "POST /predict without a density did not answer 200"
+  [ "$(echo "$body" | json_field density_source)" = estimated ] \
+    || fail "POST /predict without a density answered $body"
+  step "  POST /predict NiO without density: estimated $(echo "$body" | json_field density) g/cm3"
+  body=$(curl -sf "$url/predict/structure" -F "file=@$WORK/NiO.cif") \
+    || fail "POST /predict/structure with an uploaded CIF did not answer 200"
+  [ "$(echo "$body" | json_field reduced_formula)" = NiO ] \
+    || fail "POST /predict/structure answered $body"
+  step "  POST /predict/structure NiO.cif: $(echo "$body" | json_field prediction)"
   [ "$("$DOCKER" exec "$container" id -u)" = 10001 ] || fail "the service does not run as uid 10001"
   [ "$("$DOCKER" inspect --format '{{.HostConfig.ReadonlyRootfs}}' "$container")" = true ] \
     || fail "the root filesystem is writable"

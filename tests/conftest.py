@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,3 +66,55 @@ def client(model_dir: Path) -> Iterator[TestClient]:
     """The real app, its lifespan run, serving the fixture model."""
     with TestClient(create_app(make_settings(model_dir))) as test_client:
         yield test_client
+
+
+DENSITY_TEST_VERSION = "density-test-1"
+
+
+@pytest.fixture(scope="session")
+def density_model_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """A copy of the fixture model with a density estimator, made as a user would make one."""
+    from model_training.__main__ import main as training_main
+    from tests.snapshot_fixture import write_snapshot
+
+    root = tmp_path_factory.mktemp("density")
+    snapshot = write_snapshot(root / "mp.csv", rows_per_class=30)
+    served = shutil.copytree(model_dir, root / "model")
+    code = training_main(
+        [
+            "density",
+            "--data", str(snapshot),
+            "--model-dir", str(served),
+            "--run-dir", str(root / "run"),
+            "--epochs", "60",
+            "--batch-size", "16",
+            "--ensemble-size", "1",
+            "--version", DENSITY_TEST_VERSION,
+            "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return served
+
+
+@pytest.fixture(scope="module")
+def density_client(density_model_dir: Path) -> Iterator[TestClient]:
+    """The real app serving the fixture model with its density estimator."""
+    with TestClient(create_app(make_settings(density_model_dir))) as test_client:
+        yield test_client
+
+
+@contextmanager
+def running_server(model_dir: Path, **env: str) -> Iterator[str]:
+    """A real uvicorn serving a model, with more ``MAGORDER_*`` settings; yields its URL."""
+    from bench.server import free_port, start_server, wait_until_healthy
+
+    port = free_port()
+    process = start_server(port, env={"MAGORDER_MODEL_DIR": str(model_dir), **env})
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, base_url, 60.0)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

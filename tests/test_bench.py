@@ -26,7 +26,7 @@ def test_floor_endpoints_take_the_predict_body_and_do_no_work(floor_client: Test
     assert same.status_code == 200
     assert same.json()["model_version"] == "floor"
     for path in (floor_app.FLOOR_PATH, floor_app.SAME_SIGNATURE_PATH):
-        assert floor_client.post(path, json={"formula": "Fe2O3"}).status_code == 422
+        assert floor_client.post(path, json={"density": 5.2}).status_code == 422
 
 
 def test_floor_endpoints_stay_out_of_the_service_schema(floor_client: TestClient) -> None:

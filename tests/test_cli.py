@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from app.cli.main import main
-from bench.server import free_port, start_server, wait_until_healthy
+from bench.server import free_port
+from tests.conftest import running_server
 
 CANDIDATES = """id,formula,density,note
 1,Fe2O3,5.24,hematite
@@ -30,8 +31,8 @@ EXPERIMENT_ADDED = [
     "exp_temperature_K", "exp_temperature_low_K", "exp_temperature_high_K", "exp_warnings",
 ]  # fmt: skip
 ADDED = [
-    "prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "reduced_formula", "warnings",
-    *EXPERIMENT_ADDED, "error",
+    "prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "reduced_formula", "density_used",
+    "density_source", "warnings", *EXPERIMENT_ADDED, "error",
 ]  # fmt: skip
 
 
@@ -282,16 +283,8 @@ def test_sigint_ends_the_run_with_a_summary_and_no_partial_output(
 @pytest.fixture(scope="module")
 def small_batch_server(model_dir: Path) -> Iterator[str]:
     """A real uvicorn on the fixture model that takes batches of at most 3 items."""
-    port = free_port()
-    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_MAX_BATCH_SIZE": "3"}
-    process = start_server(port, env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, 60.0)
+    with running_server(model_dir, MAGORDER_MAX_BATCH_SIZE="3") as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_a_server_gives_byte_for_byte_the_local_output(

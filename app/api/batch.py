@@ -1,66 +1,82 @@
-"""Predicting a batch of request items, each failing alone: for the API and the command line."""
+"""The HTTP edge of batches: raw JSON items checked one by one, then predicted by the core."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from app.api.errors import domain_error_detail, validation_error_detail
-from app.api.schemas import BatchItemError, BatchItemOk, BatchOut, CompoundIn
-from app.core.errors import InvalidCompoundError
-from app.core.features import FormulaLimits, ParsedCompound, parse_compound
+from app.api.errors import validation_error_detail
+from app.api.schemas import (
+    BatchItemError,
+    BatchItemIn,
+    BatchOut,
+    BatchResult,
+    StructureBatchItemIn,
+    batch_result,
+    echoed,
+)
+from app.core.batch import MAX_ID_LENGTH, BatchLimits, CompoundQuery, predict_queries
 from app.core.predictor import Predictor
 from app.core.timing import StageTimer
 
 
-def _formula_of(item: Any, max_length: int) -> str | None:
-    formula = item.get("formula") if isinstance(item, dict) else None
-    if not isinstance(formula, str):
-        return None
-    shown = formula if len(formula) <= max_length else formula[:max_length] + "…"
-    # JSON may carry lone surrogates (\ud800), which no UTF-8 response can hold: echo them
-    # escaped, or the whole batch would fail to serialise.
-    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+def _query(item: BatchItemIn | StructureBatchItemIn) -> CompoundQuery:
+    if isinstance(item, StructureBatchItemIn):
+        return CompoundQuery(
+            structure=item.structure, structure_format=item.structure_format, id=item.id
+        )
+    return CompoundQuery(formula=item.formula, density=item.density, id=item.id)
+
+
+def _text_of(item: Any, key: str, max_length: int) -> str | None:
+    value = item.get(key) if isinstance(item, dict) else None
+    return echoed(value, max_length) if isinstance(value, str) else None
 
 
 def predict_items(
     items: list[Any],
     predictor: Predictor,
-    limits: FormulaLimits,
+    limits: BatchLimits,
     timer: StageTimer | None = None,
+    *,
+    schema: type[BatchItemIn | StructureBatchItemIn] = BatchItemIn,
 ) -> BatchOut:
-    """Validate and predict items shaped like the body of ``POST /predict``, in one model call.
+    """Validate raw batch items and predict those that pass, in one model call.
 
     Args:
-        items: Decoded JSON values; each should be ``{"formula": str, "density": number}``.
+        items: Decoded JSON values, each shaped like ``schema``.
         predictor: The loaded model.
-        limits: Bounds on formulas.
+        limits: Bounds on formulas and structures.
         timer: Receives the time spent in the ``featurize`` and ``model`` stages.
+        schema: What an item is: a formula (`BatchItemIn`) or a structure.
 
     Returns:
         One result per item, in order: a prediction, or the error that item alone has.
     """
-    timer = timer or StageTimer()
-    results: dict[int, BatchItemOk | BatchItemError] = {}
-    valid: list[tuple[int, ParsedCompound]] = []
-    with timer.stage("featurize"):
-        for index, item in enumerate(items):
-            try:
-                compound = CompoundIn.model_validate(item)
-                valid.append((index, parse_compound(compound.formula, compound.density, limits)))
-            except (ValidationError, InvalidCompoundError) as exc:
-                detail = (
-                    validation_error_detail(exc.errors(), root="item")
-                    if isinstance(exc, ValidationError)
-                    else domain_error_detail(exc)
-                )
-                formula = _formula_of(item, limits.max_length)
-                results[index] = BatchItemError(index=index, formula=formula, error=detail)
+    results: dict[int, BatchResult] = {}
+    queries: list[tuple[int, CompoundQuery]] = []
+    for index, item in enumerate(items):
+        try:
+            parsed: BaseModel = schema.model_validate(item)
+        except ValidationError as exc:
+            results[index] = BatchItemError(
+                index=index,
+                id=_text_of(item, "id", MAX_ID_LENGTH),
+                formula=_text_of(item, "formula", limits.formula.max_length),
+                error=validation_error_detail(exc.errors(), root="item"),
+            )
+            continue
+        assert isinstance(parsed, BatchItemIn | StructureBatchItemIn)  # noqa: S101
+        queries.append((index, _query(parsed)))
+    outcomes = predict_queries([query for _, query in queries], predictor, limits, timer)
     model_version = predictor.metadata.model_version
-    predictions = predictor.predict([compound for _, compound in valid], timer)
-    for (index, _), prediction in zip(valid, predictions, strict=True):
-        results[index] = BatchItemOk.from_prediction(
-            prediction, model_version, predictor.experiment_version, index=index
+    for (index, _), outcome in zip(queries, outcomes, strict=True):
+        results[index] = batch_result(
+            outcome,
+            index=index,
+            model_version=model_version,
+            experiment_version=predictor.experiment_version,
+            max_formula_length=limits.formula.max_length,
         )
     return BatchOut(model_version=model_version, results=[results[i] for i in sorted(results)])

@@ -19,11 +19,13 @@ from app.core.errors import (
     MagorderError,
     ModelLoadError,
     ModelNotReadyError,
+    StructureTooLargeError,
 )
 
 logger = logging.getLogger(__name__)
 
 _DOMAIN_STATUS: tuple[tuple[type[MagorderError], int], ...] = (
+    (StructureTooLargeError, status.HTTP_413_CONTENT_TOO_LARGE),
     (InvalidCompoundError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (BatchTooLargeError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (ModelNotReadyError, status.HTTP_503_SERVICE_UNAVAILABLE),
@@ -102,11 +104,6 @@ def validation_error_detail(
     )
 
 
-def domain_error_detail(exc: MagorderError) -> ErrorDetail:
-    """Describe a domain error for a client."""
-    return ErrorDetail(type=exc.code, message=str(exc), field=getattr(exc, "field", None) or None)
-
-
 def error_response(
     status_code: int, detail: ErrorDetail, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -130,7 +127,7 @@ async def _handle_domain_error(_: Request, exc: Exception) -> JSONResponse:
         (code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)),
         status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-    return error_response(code, domain_error_detail(exc))
+    return error_response(code, ErrorDetail.from_error(exc))
 
 
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:

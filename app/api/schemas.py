@@ -6,9 +6,12 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from app.core.batch import MAX_ID_LENGTH, QueryFailure, QueryPrediction, QueryResult
+from app.core.errors import MagorderError
 from app.core.experiment import ExperimentPrediction, TransitionKind
-from app.core.features import DEFAULT_LIMITS, MAX_DENSITY
+from app.core.features import DEFAULT_LIMITS, MAX_DENSITY, DensitySource
 from app.core.model_card import (
+    DensityMetadata,
     ExperimentalOrdering,
     ExperimentMetadata,
     MagneticOrdering,
@@ -16,6 +19,7 @@ from app.core.model_card import (
 )
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Prediction
+from app.core.structures import DEFAULT_STRUCTURE_LIMITS, ParsedStructure, StructureFormat
 
 _FORMULA_DESCRIPTION = (
     "Neutral chemical formula, e.g. `Fe2O3`, `Ca(OH)2` or `Ba0.5Sr0.5TiO3`; it is reduced as "
@@ -23,7 +27,19 @@ _FORMULA_DESCRIPTION = (
     f"{DEFAULT_LIMITS.max_length} characters and {DEFAULT_LIMITS.max_elements} distinct elements "
     "by default (`MAGORDER_MAX_FORMULA_LENGTH`, `MAGORDER_MAX_FORMULA_ELEMENTS`)."
 )
-_DENSITY_DESCRIPTION = f"Density in g/cm³: a number greater than 0 and at most {MAX_DENSITY:g}."
+_DENSITY_DESCRIPTION = (
+    f"Density in g/cm³: a number greater than 0 and at most {MAX_DENSITY:g}. Leave it out "
+    "(or send null) when it is not known: it is then estimated from the composition, and the "
+    "answer says so (`density_source: estimated`, with a warning)."
+)
+_ID_DESCRIPTION = (
+    f"Your name for the item, echoed in its result (at most {MAX_ID_LENGTH} characters)."
+)
+_STRUCTURE_DESCRIPTION = (
+    "A crystal structure file's text: CIF, POSCAR/CONTCAR, pymatgen's Structure JSON or XSF. "
+    "One structure per item; at most "
+    f"{DEFAULT_STRUCTURE_LIMITS.max_sites} sites by default (`MAGORDER_MAX_STRUCTURE_SITES`)."
+)
 
 
 class CompoundIn(BaseModel):
@@ -35,7 +51,42 @@ class CompoundIn(BaseModel):
     )
 
     formula: str = Field(strict=True, description=_FORMULA_DESCRIPTION, examples=["Fe2O3"])
-    density: float = Field(strict=True, description=_DENSITY_DESCRIPTION, examples=[5.24])
+    density: float | None = Field(
+        default=None, strict=True, description=_DENSITY_DESCRIPTION, examples=[5.24]
+    )
+
+
+class BatchItemIn(CompoundIn):
+    """One compound of a batch."""
+
+    id: str | None = Field(
+        default=None, strict=True, max_length=MAX_ID_LENGTH, description=_ID_DESCRIPTION
+    )
+
+
+class StructureIn(BaseModel):
+    """One crystal structure to predict, as text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    structure: str = Field(strict=True, description=_STRUCTURE_DESCRIPTION)
+    # Literal, not the enum: batch items' schema is inlined, and cannot hold a $defs reference.
+    format: Literal["cif", "poscar", "json", "xsf"] | None = Field(
+        default=None, description="The structure's format; detected from the text when omitted."
+    )
+
+    @property
+    def structure_format(self) -> StructureFormat | None:
+        """The format as the core names it."""
+        return None if self.format is None else StructureFormat(self.format)
+
+
+class StructureBatchItemIn(StructureIn):
+    """One crystal structure of a batch."""
+
+    id: str | None = Field(
+        default=None, strict=True, max_length=MAX_ID_LENGTH, description=_ID_DESCRIPTION
+    )
 
 
 class OrderingTemperatureOut(BaseModel):
@@ -93,11 +144,36 @@ class ExperimentOut(BaseModel):
         )
 
 
+class StructureOut(BaseModel):
+    """What was read from a crystal structure."""
+
+    format: StructureFormat = Field(description="The format it was read as.")
+    n_sites: int = Field(description="Sites in its cell.")
+    is_ordered: bool = Field(
+        description="False when some site is partially occupied: the prediction is for the "
+        "average (fractional) composition."
+    )
+
+    @classmethod
+    def from_parsed(cls, structure: ParsedStructure) -> Self:
+        """Describe a structure the core read."""
+        return cls(
+            format=structure.format, n_sites=structure.n_sites, is_ordered=structure.is_ordered
+        )
+
+
 class PredictionOut(BaseModel):
     """The predicted magnetic ordering of one compound."""
 
-    formula: str = Field(description="The formula as sent.")
+    formula: str = Field(
+        description="The formula as sent (for a structure, the formula of its cell)."
+    )
     reduced_formula: str = Field(description="The reduced formula the features were built from.")
+    density: float = Field(description="The density the prediction used, g/cm³.")
+    density_source: DensitySource = Field(
+        description="Where that density came from: `given` in the request, computed from the "
+        "`structure`, or `estimated` from the composition by the density estimator."
+    )
     prediction: MagneticOrdering = Field(description="The most probable ordering.")
     probabilities: dict[MagneticOrdering, float] = Field(
         description="Probability of each ordering; they sum to 1."
@@ -138,6 +214,8 @@ class PredictionOut(BaseModel):
         return cls(
             formula=prediction.compound.formula,
             reduced_formula=prediction.compound.reduced_formula,
+            density=prediction.compound.density,
+            density_source=prediction.compound.density_source,
             prediction=prediction.ordering,
             probabilities=prediction.probabilities,
             model_version=model_version,
@@ -145,6 +223,12 @@ class PredictionOut(BaseModel):
             experiment=experiment,
             **fields,
         )
+
+
+class StructurePredictionOut(PredictionOut):
+    """The predicted magnetic ordering of a crystal structure's compound."""
+
+    structure: StructureOut
 
 
 class ErrorDetail(BaseModel):
@@ -157,6 +241,11 @@ class ErrorDetail(BaseModel):
         default=None, description="Each validation problem with its location, when several."
     )
 
+    @classmethod
+    def from_error(cls, exc: MagorderError) -> Self:
+        """Describe a domain error for a client."""
+        return cls(type=exc.code, message=str(exc), field=getattr(exc, "field", None) or None)
+
 
 class ErrorResponse(BaseModel):
     """The body of every error response."""
@@ -164,7 +253,8 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-_ITEM_SCHEMA = CompoundIn.model_json_schema()
+_ITEM_SCHEMA = BatchItemIn.model_json_schema()
+_STRUCTURE_ITEM_SCHEMA = StructureBatchItemIn.model_json_schema()
 
 
 class BatchIn(BaseModel):
@@ -186,7 +276,20 @@ class BatchIn(BaseModel):
 
     # Items are validated one by one in the route, so that one bad item fails alone.
     items: list[Annotated[Any, WithJsonSchema(_ITEM_SCHEMA)]] = Field(
-        min_length=1, description="The compounds, each like the body of `POST /predict`."
+        min_length=1,
+        description="The compounds, each like the body of `POST /predict`, with an optional `id`.",
+    )
+
+
+class StructureBatchIn(BaseModel):
+    """Many crystal structures to predict in one call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Annotated[Any, WithJsonSchema(_STRUCTURE_ITEM_SCHEMA)]] = Field(
+        min_length=1,
+        description="The structures, each like the JSON body of `POST /predict/structure`, "
+        "with an optional `id`.",
     )
 
 
@@ -195,6 +298,10 @@ class BatchItemOk(PredictionOut):
 
     status: Literal["ok"] = "ok"
     index: int = Field(description="Position of the item in the request.")
+    id: str | None = Field(default=None, description="The item's `id`, when it had one.")
+    structure: StructureOut | None = Field(
+        default=None, description="What was read from the item's structure, when it was one."
+    )
 
 
 class BatchItemError(BaseModel):
@@ -202,6 +309,7 @@ class BatchItemError(BaseModel):
 
     status: Literal["error"] = "error"
     index: int = Field(description="Position of the item in the request.")
+    id: str | None = Field(default=None, description="The item's `id`, when it had one.")
     formula: str | None = Field(
         default=None, description="The item's formula, if it had a string one."
     )
@@ -213,6 +321,57 @@ class BatchOut(BaseModel):
 
     model_version: str
     results: list[Annotated[BatchItemOk | BatchItemError, Field(discriminator="status")]]
+
+
+BatchResult = BatchItemOk | BatchItemError
+
+
+def echoed(text: str, max_length: int) -> str:
+    """Text from a request, cut to ``max_length`` and safe to put in a UTF-8 response.
+
+    JSON may carry lone surrogates (U+D800), which no UTF-8 response can hold: they are
+    echoed escaped, or the whole response would fail to serialise.
+    """
+    shown = text if len(text) <= max_length else text[:max_length] + "…"
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def batch_result(
+    result: QueryResult,
+    *,
+    index: int,
+    model_version: str,
+    experiment_version: str | None,
+    max_formula_length: int = DEFAULT_LIMITS.max_length,
+) -> BatchResult:
+    """The response item of one core batch result.
+
+    Args:
+        result: The core's result for the item.
+        index: The item's position in the request.
+        model_version: Version of the model that predicted.
+        experiment_version: Version of its experiment head, if it has one.
+        max_formula_length: Formulas of failed items are echoed cut to this length.
+
+    Returns:
+        The item's prediction, or its error.
+    """
+    query = result.query
+    item_id = None if query.id is None else echoed(query.id, MAX_ID_LENGTH)
+    if isinstance(result, QueryFailure):
+        formula = None if query.formula is None else echoed(query.formula, max_formula_length)
+        return BatchItemError(
+            index=index, id=item_id, formula=formula, error=ErrorDetail.from_error(result.error)
+        )
+    assert isinstance(result, QueryPrediction)  # noqa: S101 - the two kinds of result
+    return BatchItemOk.from_prediction(
+        result.prediction,
+        model_version,
+        experiment_version,
+        index=index,
+        id=item_id,
+        structure=None if result.structure is None else StructureOut.from_parsed(result.structure),
+    )
 
 
 class HealthOut(BaseModel):
@@ -227,11 +386,19 @@ class HealthOut(BaseModel):
         default=None,
         description="Version of the experiment head, or null when the model has none.",
     )
+    density_model_version: str | None = Field(
+        default=None,
+        description="Version of the density estimator, or null when the model has none (a "
+        "formula without density is then refused).",
+    )
 
 
 class ModelOut(ModelMetadata):
-    """The loaded model's card, with its experiment head's."""
+    """The loaded model's card, with its experiment head's and its density estimator's."""
 
     experiment: ExperimentMetadata | None = Field(
         default=None, description="The experiment head's card, or null when there is none."
+    )
+    density: DensityMetadata | None = Field(
+        default=None, description="The density estimator's card, or null when there is none."
     )

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import IO
 
 from app import __version__
-from app.cli.backends import Backend, BackendError, LocalBackend, RemoteBackend
-from app.cli.screening import Summary, screen
+from app.cli.screening import Summary, screen, screen_structures
 from app.cli.table import DENSITY_COLUMNS, FORMULA_COLUMNS, TableError, plan_columns
+from app.client.backends import Backend, BackendError, LocalBackend, RemoteBackend
+from app.core.structures import FILE_SUFFIXES, format_of_filename
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
@@ -51,16 +52,25 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
         "predict",
-        help="predict every row of a CSV of formulas and densities",
+        help="predict every row of a CSV of formulas (and densities), or structure files",
         description=(
             "Read a CSV with a header row, predict each row's magnetic ordering and write the "
-            "rows back with prediction, p_FM, p_NM, p_FiM, p_AFM, reduced_formula, warnings "
-            "and error columns. A row that cannot be predicted gets its error and the run goes "
-            "on. Exit status: 0 if every row was predicted, 1 if any row failed, 2 if the run "
+            "rows back with prediction, p_FM, p_NM, p_FiM, p_AFM, reduced_formula, "
+            "density_used, density_source, warnings, the experimental answer (exp_*) and "
+            "error columns. Without a density column (or with an empty cell) the density is "
+            "estimated from the composition. Given crystal structure files (CIF, POSCAR/"
+            "CONTCAR, .vasp, .json, .xsf) or directories of them instead, it writes one row "
+            "per file. A row that cannot be predicted gets its error and the run goes on. "
+            "Exit status: 0 if every row was predicted, 1 if any row failed, 2 if the run "
             "could not be done."
         ),
     )
-    predict.add_argument("input", help="the CSV file to read, or - for standard input")
+    predict.add_argument(
+        "input",
+        nargs="+",
+        help="the CSV file to read (- for standard input), or structure files and "
+        "directories of them",
+    )
     predict.add_argument(
         "-o", "--output", type=Path, default=None, help="CSV file to write (default: stdout)"
     )
@@ -117,7 +127,7 @@ def _local_backend(model_dir: Path | None, batch_size: int) -> LocalBackend:
     except ValidationError as exc:
         raise BackendError(describe_settings_error(exc)) from exc
     predictor = Predictor.load(settings.model_dir, settings.runtime)
-    return LocalBackend(predictor, settings.formula_limits, batch_size)
+    return LocalBackend(predictor, settings.batch_limits, batch_size)
 
 
 @contextmanager
@@ -159,11 +169,57 @@ def _replacing(path: Path) -> Iterator[IO[str]]:
         partial.unlink(missing_ok=True)
 
 
+def structure_files(inputs: Sequence[str]) -> list[Path] | None:
+    """The structure files the inputs name, or None when the input is one CSV.
+
+    Args:
+        inputs: The command's input arguments.
+
+    Returns:
+        Every structure file named, or found directly in a directory named, in order (a
+        directory's files sorted by name); None for a single CSV (or ``-``).
+
+    Raises:
+        TableError: The inputs mix a CSV with structures, name several CSVs, or a directory
+            holds no structure file.
+    """
+    if len(inputs) == 1 and (inputs[0] == "-" or inputs[0].lower().endswith(".csv")):
+        return None
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and format_of_filename(p.name) is not None
+            )
+            if not found:
+                raise TableError(
+                    f"directory {path} holds no structure file (names ending in "
+                    f"{', '.join(FILE_SUFFIXES)}, or POSCAR/CONTCAR)"
+                )
+            files.extend(found)
+        elif format_of_filename(path.name) is not None:
+            files.append(path)
+        elif len(inputs) == 1:
+            return None  # a CSV without the .csv suffix
+        else:
+            raise TableError(
+                f"{name} is neither a structure file (names ending in "
+                f"{', '.join(FILE_SUFFIXES)}, or POSCAR/CONTCAR) nor a directory of them; "
+                "several inputs must all be structures (one CSV at a time)"
+            )
+    return files
+
+
 def _count_rows(name: str) -> int | None:
     if name == "-":
         return None
     with Path(name).open("rb") as raw:
         return max(0, sum(1 for _ in raw) - 1)
+
+
+def _sink(stack: ExitStack, output: Path | None) -> IO[str]:
+    return stack.enter_context(_replacing(output)) if output is not None else sys.stdout
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -187,11 +243,28 @@ def _screen_file(args: argparse.Namespace, summary: Summary) -> None:
     """Screen ``args.input`` into ``args.output`` (or standard output), counting into summary."""
     from tqdm import tqdm
 
-    if args.output is not None and args.input != "-" and _same_file(args.input, args.output):
-        raise TableError(f"the output {args.output} is the input: write the results elsewhere")
+    for name in args.input:
+        if args.output is not None and name != "-" and _same_file(name, args.output):
+            raise TableError(f"the output {args.output} is the input: write the results elsewhere")
+    structures = structure_files(args.input)
+    if structures is not None:
+        with ExitStack() as stack:
+            backend = stack.enter_context(_backend(args))
+            sink = _sink(stack, args.output)
+            progress = stack.enter_context(
+                tqdm(
+                    total=len(structures),
+                    unit=" files",
+                    disable=args.quiet or not sys.stderr.isatty(),
+                    file=sys.stderr,
+                )
+            )
+            screen_structures(structures, sink, backend, progress, summary)
+        return
+    (name,) = args.input
     with ExitStack() as stack:
         # strict: an unterminated quote is an error, not a cell swallowing the rest of the file.
-        reader = csv.DictReader(stack.enter_context(_open_input(args.input)), strict=True)
+        reader = csv.DictReader(stack.enter_context(_open_input(name)), strict=True)
         # The header is checked before the model loads: a wrong file fails in a moment.
         try:
             header = reader.fieldnames
@@ -199,14 +272,12 @@ def _screen_file(args: argparse.Namespace, summary: Summary) -> None:
             raise TableError(f"the input's header is not readable CSV: {exc}") from exc
         columns = plan_columns(header, args.formula_column, args.density_column)
         backend = stack.enter_context(_backend(args))
-        sink: IO[str] = (
-            stack.enter_context(_replacing(args.output)) if args.output is not None else sys.stdout
-        )
+        sink = _sink(stack, args.output)
         # A bar only on a terminal; only then is the input read once more to count its rows.
         show_progress = not args.quiet and sys.stderr.isatty()
         progress = stack.enter_context(
             tqdm(
-                total=_count_rows(args.input) if show_progress else None,
+                total=_count_rows(name) if show_progress else None,
                 unit=" rows",
                 disable=not show_progress,
                 file=sys.stderr,

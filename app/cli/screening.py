@@ -1,25 +1,29 @@
-"""``magorder predict``: a CSV of compounds in, the same rows with their predictions out."""
+"""``magorder predict``: a CSV of compounds (or structure files) in, rows with predictions out."""
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
 
 from app.api.schemas import BatchItemError
-from app.cli.backends import Backend
 from app.cli.table import (
-    ADDED_COLUMNS,
     Columns,
     density_of,
     open_writer,
     read_chunks,
     write_rows,
 )
+from app.client.backends import Backend, BatchResults
+from app.client.columns import ADDED_COLUMNS
+from app.core.batch import CompoundQuery
 from app.core.errors import InvalidDensityError
+from app.core.structures import format_of_filename
 
 
 @dataclass(slots=True)
@@ -35,6 +39,16 @@ class Summary:
     rows: int = 0
     failed: int = 0
     predicted: Counter[str] = field(default_factory=Counter)
+
+    def count(self, rows: int, refused: int, results: BatchResults) -> None:
+        """Add a written chunk: its rows, those refused before prediction, and the results."""
+        self.rows += rows
+        self.failed += refused
+        for result in results:
+            if isinstance(result, BatchItemError):
+                self.failed += 1
+            else:
+                self.predicted[result.prediction.value] += 1
 
     def describe(self) -> str:
         """One line for people: rows, failures and the predicted classes."""
@@ -76,7 +90,7 @@ def screen(
     summary = Summary() if summary is None else summary
     for chunk in read_chunks(reader, backend.max_batch_size):
         refused: dict[int, str] = {}
-        items: list[dict[str, Any]] = []
+        queries: list[CompoundQuery] = []
         for position, row in enumerate(chunk):
             extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
             if extra:
@@ -87,21 +101,82 @@ def screen(
                 )
                 continue
             try:
-                density = density_of(row.get(columns.density))
+                density = None if columns.density is None else density_of(row.get(columns.density))
             except InvalidDensityError as exc:
                 refused[position] = str(exc)
                 continue
-            items.append({"formula": row.get(columns.formula) or "", "density": density})
-        results = backend.predict(items) if items else []
+            queries.append(CompoundQuery(formula=row.get(columns.formula) or "", density=density))
+        results = backend.predict(queries) if queries else []
         write_rows(writer, chunk, refused, results)
         sink.flush()  # each chunk reaches the file or pipe as it is done, not at the end
-        summary.rows += len(chunk)
-        summary.failed += len(refused)
-        for result in results:
-            if isinstance(result, BatchItemError):
-                summary.failed += 1
+        summary.count(len(chunk), len(refused), results)
+        if progress is not None:
+            progress.update(len(chunk))
+    return summary
+
+
+STRUCTURE_COLUMNS = ("file", "formula")
+"""The columns before the added ones when structure files are screened."""
+
+
+def _read_structure(path: Path) -> CompoundQuery | str:
+    """The query of a structure file, or why it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text: a structure file (CIF, POSCAR, ...) is text"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    return CompoundQuery(
+        structure=text, structure_format=format_of_filename(path.name), id=str(path)
+    )
+
+
+def screen_structures(
+    paths: Sequence[Path],
+    sink: IO[str],
+    backend: Backend,
+    progress: tqdm[Any] | None = None,
+    summary: Summary | None = None,
+) -> Summary:
+    """Predict every structure file and write one CSV row per file, chunk by chunk.
+
+    Args:
+        paths: The structure files.
+        sink: Where the output CSV goes.
+        backend: What predicts.
+        progress: Advanced by the number of rows written.
+        summary: Counts to add to as each chunk is written; a new one when omitted.
+
+    Returns:
+        The counts of the run.
+
+    Raises:
+        BackendError: The predictions cannot be had.
+    """
+    writer = open_writer(sink, [*STRUCTURE_COLUMNS, *ADDED_COLUMNS])
+    summary = Summary() if summary is None else summary
+    for start in range(0, len(paths), backend.max_batch_size):
+        chunk = paths[start : start + backend.max_batch_size]
+        refused: dict[int, str] = {}
+        queries: list[CompoundQuery] = []
+        for position, path in enumerate(chunk):
+            query = _read_structure(path)
+            if isinstance(query, str):
+                refused[position] = query
             else:
-                summary.predicted[result.prediction.value] += 1
+                queries.append(query)
+        results = backend.predict(queries) if queries else []
+        formulas = iter(
+            "" if isinstance(result, BatchItemError) else result.formula for result in results
+        )
+        rows = [
+            {"file": str(path), "formula": "" if i in refused else next(formulas)}
+            for i, path in enumerate(chunk)
+        ]
+        write_rows(writer, rows, refused, results)
+        sink.flush()
+        summary.count(len(chunk), len(refused), results)
         if progress is not None:
             progress.update(len(chunk))
     return summary

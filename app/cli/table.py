@@ -8,36 +8,12 @@ from dataclasses import dataclass
 from typing import IO
 
 from app.api.schemas import BatchItemError, BatchItemOk
+from app.client.columns import ADDED_COLUMNS, result_cells
 from app.core.errors import InvalidDensityError
 from app.core.features import validate_density
-from app.core.model_card import ExperimentalOrdering, MagneticOrdering
 
 FORMULA_COLUMNS = ("formula", "formula_pretty", "composition")
 DENSITY_COLUMNS = ("density",)
-PROBABILITY_PREFIX = "p_"
-CLASSES = tuple(MagneticOrdering)
-"""The classes, in the order of the probability columns."""
-EXPERIMENT_PREFIX = "exp_"
-EXPERIMENT_CLASSES = tuple(ExperimentalOrdering)
-EXPERIMENT_COLUMNS = (
-    f"{EXPERIMENT_PREFIX}prediction",
-    *(f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{o.value}" for o in EXPERIMENT_CLASSES),
-    f"{EXPERIMENT_PREFIX}temperature_kind",
-    f"{EXPERIMENT_PREFIX}temperature_K",
-    f"{EXPERIMENT_PREFIX}temperature_low_K",
-    f"{EXPERIMENT_PREFIX}temperature_high_K",
-    f"{EXPERIMENT_PREFIX}warnings",
-)
-"""What experiment would find, when the model has an experiment head (empty otherwise)."""
-ADDED_COLUMNS = (
-    "prediction",
-    *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
-    "reduced_formula",
-    "warnings",
-    *EXPERIMENT_COLUMNS,
-    "error",
-)
-"""The columns the command adds after every input column."""
 
 
 class TableError(ValueError):
@@ -76,10 +52,17 @@ def find_column(header: Sequence[str], names: Sequence[str], chosen: str | None,
 
 @dataclass(frozen=True, slots=True)
 class Columns:
-    """Where the formula and the density are, and the header of the output."""
+    """Where the formula and the density are, and the header of the output.
+
+    Attributes:
+        formula: The formula column.
+        density: The density column; None when the input has none (densities are then
+            estimated from the composition).
+        output: The output's columns.
+    """
 
     formula: str
-    density: str
+    density: str | None
     output: list[str]
 
 
@@ -89,6 +72,15 @@ def plan_columns(
     density_column: str | None = None,
 ) -> Columns:
     """Find the input columns and lay out the output's.
+
+    Args:
+        header: The input's column names.
+        formula_column: The formula column the user named, if any.
+        density_column: The density column the user named, if any; without one, a column
+            named ``density`` is used when there is one, else densities are estimated.
+
+    Returns:
+        Where the columns are, and the output's header.
 
     Raises:
         TableError: The input is empty, lacks a column, or already has an output column.
@@ -106,9 +98,13 @@ def plan_columns(
             f"the input already has column(s) {clashing}, which the output adds; "
             "rename or drop them first"
         )
+    by_lower = {column.strip().lower() for column in header}
+    has_density = density_column is not None or not by_lower.isdisjoint(DENSITY_COLUMNS)
     return Columns(
         formula=find_column(header, FORMULA_COLUMNS, formula_column, "formula"),
-        density=find_column(header, DENSITY_COLUMNS, density_column, "density"),
+        density=(
+            find_column(header, DENSITY_COLUMNS, density_column, "density") if has_density else None
+        ),
         output=[*header, *ADDED_COLUMNS],
     )
 
@@ -125,14 +121,17 @@ def read_chunks(reader: csv.DictReader[str], size: int) -> Iterator[list[dict[st
         yield chunk
 
 
-def density_of(text: str | None) -> float:
+def density_of(text: str | None) -> float | None:
     """Read a density cell as the service would check a JSON number.
 
+    Returns:
+        The density in g/cm³, or None for an empty cell (the density is then estimated).
+
     Raises:
-        InvalidDensityError: The cell is empty, not a number, or not a plausible density.
+        InvalidDensityError: The cell is not a number, or not a plausible density.
     """
     if text is None or not text.strip():
-        raise InvalidDensityError("density is missing")
+        return None
     if "_" in text:  # float() reads '1_5' as 15.0; a JSON number cannot hold one either
         raise InvalidDensityError(f"density {text!r} is not a number")
     try:
@@ -140,39 +139,6 @@ def density_of(text: str | None) -> float:
     except ValueError:
         raise InvalidDensityError(f"density {text!r} is not a number") from None
     return validate_density(value)
-
-
-def _probability(value: float) -> str:
-    return f"{value:.6f}"
-
-
-def result_cells(result: BatchItemOk | BatchItemError) -> dict[str, str]:
-    """The output cells of one predicted, or failed, row."""
-    if isinstance(result, BatchItemError):
-        return {"error": result.error.message}
-    cells = {
-        "prediction": result.prediction.value,
-        "reduced_formula": result.reduced_formula,
-        "warnings": "; ".join(result.warnings),
-    }
-    for ordering in CLASSES:
-        cells[f"{PROBABILITY_PREFIX}{ordering.value}"] = _probability(
-            result.probabilities[ordering]
-        )
-    experiment = result.experiment
-    if experiment is not None:
-        temperature = experiment.ordering_temperature
-        cells[f"{EXPERIMENT_PREFIX}prediction"] = experiment.prediction.value
-        for exp_ordering in EXPERIMENT_CLASSES:
-            cells[f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{exp_ordering.value}"] = _probability(
-                experiment.probabilities[exp_ordering]
-            )
-        cells[f"{EXPERIMENT_PREFIX}temperature_kind"] = temperature.kind.value
-        cells[f"{EXPERIMENT_PREFIX}temperature_K"] = f"{temperature.kelvin:.0f}"
-        cells[f"{EXPERIMENT_PREFIX}temperature_low_K"] = f"{temperature.low_kelvin:.0f}"
-        cells[f"{EXPERIMENT_PREFIX}temperature_high_K"] = f"{temperature.high_kelvin:.0f}"
-        cells[f"{EXPERIMENT_PREFIX}warnings"] = "; ".join(experiment.warnings)
-    return cells
 
 
 def write_rows(

@@ -34,6 +34,25 @@ class InvalidDensityError(InvalidCompoundError):
     field = "density"
 
 
+class InvalidStructureError(InvalidCompoundError):
+    """A crystal structure that is empty, unreadable, several in one, or not physical."""
+
+    code = "invalid_structure"
+    field = "structure"
+
+
+class StructureTooLargeError(InvalidStructureError):
+    """A crystal structure over the service's bounds (bytes, sites, symmetry images)."""
+
+    code = "structure_too_large"
+
+
+class DensityRequiredError(InvalidDensityError):
+    """No density was given, and the model has no density estimator to estimate one."""
+
+    code = "density_required"
+
+
 class BatchTooLargeError(MagorderError):
     """A batch request holds more items than the service accepts."""
 

@@ -26,12 +26,11 @@ from app.core.features import (
 )
 from app.core.model_card import (
     EXPERIMENT_OUTPUT_COLUMNS,
-    SAVED_MODEL_DIRNAME,
     ExperimentalOrdering,
     ExperimentMetadata,
 )
-from app.core.model_checks import read_checked_card, verify_checksum
-from app.core.model_runtime import ModelFn, ModelRuntime, load_signature
+from app.core.model_checks import load_head
+from app.core.model_runtime import ModelFn, ModelRuntime
 
 _P_FM, _LOW, _MEDIAN, _HIGH = range(len(EXPERIMENT_OUTPUT_COLUMNS))
 
@@ -139,15 +138,9 @@ class ExperimentHead:
         Raises:
             ModelLoadError: The head is missing, corrupt, edited, or not what this code reads.
         """
-        metadata = read_checked_card(head_dir, ExperimentMetadata)
-        if metadata.output_columns != EXPERIMENT_OUTPUT_COLUMNS:
-            raise ModelLoadError(
-                f"experiment head outputs {list(metadata.output_columns)}, this service reads "
-                f"{list(EXPERIMENT_OUTPUT_COLUMNS)}"
-            )
-        saved_model_dir = head_dir / SAVED_MODEL_DIRNAME
-        verify_checksum(saved_model_dir, metadata.saved_model_sha256)
-        signature = load_signature(saved_model_dir, len(EXPERIMENT_OUTPUT_COLUMNS), runtime)
+        metadata, signature = load_head(
+            head_dir, ExperimentMetadata, EXPERIMENT_OUTPUT_COLUMNS, runtime
+        )
         head = cls(model_fn=signature.model_fn, metadata=metadata, runtime=signature.runtime)
         head._check_outputs()
         return head

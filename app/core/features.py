@@ -19,6 +19,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache, lru_cache
 
 import numpy as np
@@ -105,21 +106,35 @@ class FormulaLimits:
 DEFAULT_LIMITS = FormulaLimits()
 
 
+class DensitySource(StrEnum):
+    """Where the density a prediction used came from."""
+
+    GIVEN = "given"
+    """Sent by the user."""
+    STRUCTURE = "structure"
+    """Computed by pymatgen from a crystal structure the user sent."""
+    ESTIMATED = "estimated"
+    """Estimated from the composition by the model's density estimator."""
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedCompound:
     """A validated compound, ready to become a feature vector.
 
     Attributes:
-        formula: The formula as the user wrote it.
+        formula: The formula as the user wrote it (for a structure, its cell's formula).
         reduced_formula: pymatgen's reduced formula, e.g. ``Fe2O3`` for ``Fe4O6``.
         amounts: Element symbol to number of atoms in the reduced formula.
-        density: Density in g/cm³.
+        density: Density in g/cm³; NaN until estimated when ``density_source`` is
+            ``ESTIMATED`` (`app.core.predictor.Predictor.predict` fills it in).
+        density_source: Where the density comes from.
     """
 
     formula: str
     reduced_formula: str
     amounts: dict[str, float]
     density: float
+    density_source: DensitySource = DensitySource.GIVEN
 
     @property
     def is_fractional(self) -> bool:
@@ -376,6 +391,31 @@ def parse_formula(
     return reduced_formula, dict(amounts)
 
 
+def parse_composition(
+    composition: Composition, formula: str, limits: FormulaLimits = DEFAULT_LIMITS
+) -> tuple[str, dict[str, float]]:
+    """Validate and reduce a composition pymatgen built (from a structure), as formulas are.
+
+    Args:
+        composition: The composition; oxidation states, if any, are dropped.
+        formula: How to name it in messages.
+        limits: Bounds on the number of elements.
+
+    Returns:
+        The reduced formula and the number of atoms of each element in it.
+
+    Raises:
+        InvalidFormulaError: It holds something other than real elements (a vacancy or dummy
+            species), or amounts outside the accepted limits.
+    """
+    amounts = composition.get_el_amt_dict()
+    unknown = sorted(set(amounts) - _symbol_to_index().keys())
+    if unknown:
+        raise _formula_error(formula, f"unknown element symbol(s) {', '.join(unknown)}")
+    plain = Composition(amounts)
+    return _reduce(formula, set(amounts), plain, limits.max_elements)
+
+
 def validate_density(density: float) -> float:
     """Check that a density is a plausible value in g/cm³.
 
@@ -407,13 +447,13 @@ def validate_density(density: float) -> float:
 
 
 def parse_compound(
-    formula: str, density: float, limits: FormulaLimits = DEFAULT_LIMITS
+    formula: str, density: float | None, limits: FormulaLimits = DEFAULT_LIMITS
 ) -> ParsedCompound:
     """Validate a formula and a density together.
 
     Args:
         formula: A neutral chemical formula (see `parse_formula`).
-        density: The density in g/cm³.
+        density: The density in g/cm³; None to have it estimated from the composition.
         limits: Bounds on the formula's length and number of elements.
 
     Returns:
@@ -424,6 +464,14 @@ def parse_compound(
         InvalidDensityError: See `validate_density`.
     """
     reduced_formula, amounts = parse_formula(formula, limits)
+    if density is None:
+        return ParsedCompound(
+            formula=formula,
+            reduced_formula=reduced_formula,
+            amounts=amounts,
+            density=math.nan,
+            density_source=DensitySource.ESTIMATED,
+        )
     return ParsedCompound(
         formula=formula,
         reduced_formula=reduced_formula,

@@ -16,6 +16,13 @@ MODEL_CARD_FILENAME = "MODEL_CARD.md"
 """The human-readable report written beside a trained model (tables, plots, error analysis)."""
 EXPERIMENT_DIRNAME = "experiment"
 """Subdirectory of a model directory holding its experiment head, when it has one."""
+DENSITY_DIRNAME = "density"
+"""Subdirectory of a model directory holding its density estimator, when it has one."""
+HEAD_DIRNAMES: tuple[str, ...] = (EXPERIMENT_DIRNAME, DENSITY_DIRNAME)
+"""The heads a model directory may hold beside the Materials Project head; each is trained
+by its own command and kept when the Materials Project head is exported again."""
+DENSITY_OUTPUT_COLUMNS: tuple[str, ...] = ("density_g_cm3",)
+"""Columns of the density estimator's output: the estimated density in g/cm³."""
 EXPERIMENT_OUTPUT_COLUMNS: tuple[str, ...] = (
     "p_fm_if_magnetic",
     "temperature_low_K",
@@ -98,7 +105,28 @@ class ModelMetadata(BaseModel):
     saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
-class ExperimentMetadata(BaseModel):
+class _HeadMetadata(BaseModel):
+    """What the card of every head beside the Materials Project head holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metadata_version: Literal[1] = 1
+    model_version: str = Field(min_length=1)
+    description: str
+    created_at: datetime
+    feature_layout_version: str
+    n_features: int = Field(gt=0)
+    output_columns: tuple[str, ...]
+    elements_seen: tuple[str, ...] = ()
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    data_snapshot_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    data_card: dict[str, Any] = Field(default_factory=dict)
+    tensorflow_version: str
+    saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class ExperimentMetadata(_HeadMetadata):
     """The card of an experiment head (``experiment/metadata.json``), checked when it is loaded.
 
     Attributes:
@@ -119,24 +147,32 @@ class ExperimentMetadata(BaseModel):
         saved_model_sha256: Checksum of its ``saved_model/`` directory, verified at load.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    metadata_version: Literal[1] = 1
-    model_version: str = Field(min_length=1)
-    description: str
-    created_at: datetime
-    feature_layout_version: str
-    n_features: int = Field(gt=0)
-    output_columns: tuple[str, ...]
     temperature_quantiles: tuple[float, float, float]
-    elements_seen: tuple[str, ...] = ()
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    training_config: dict[str, Any] = Field(default_factory=dict)
-    data_snapshot_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    data_card: dict[str, Any] = Field(default_factory=dict)
     sources: tuple[str, ...] = ()
-    tensorflow_version: str
-    saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class DensityMetadata(_HeadMetadata):
+    """The card of a density estimator (``density/metadata.json``), checked when it is loaded.
+
+    Attributes:
+        model_version: Version of this trained estimator.
+        description: What it is and how it was made.
+        created_at: When it was exported.
+        feature_layout_version: The feature layout it reads (it ignores the density slot).
+        n_features: Length of the input vector.
+        output_columns: Name of each output column, exactly `DENSITY_OUTPUT_COLUMNS`.
+        test_mae: Its mean absolute error on the held-out test rows, g/cm³ (told to users
+            whose density it estimates).
+        elements_seen: Symbols of the elements present in its training data.
+        metrics: Evaluation figures, with baselines.
+        training_config: The configuration it was trained with.
+        data_snapshot_sha256: SHA-256 of the snapshot it was trained on.
+        data_card: What cleaning did to that snapshot.
+        tensorflow_version: TensorFlow version that exported it.
+        saved_model_sha256: Checksum of its ``saved_model/`` directory, verified at load.
+    """
+
+    test_mae: float = Field(ge=0)
 
 
 def hash_directory(directory: Path) -> str:
@@ -158,7 +194,9 @@ def hash_directory(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def write_metadata(metadata: ModelMetadata | ExperimentMetadata, model_dir: Path) -> Path:
+def write_metadata(
+    metadata: ModelMetadata | ExperimentMetadata | DensityMetadata, model_dir: Path
+) -> Path:
     """Write the model card as ``metadata.json`` into a model directory.
 
     Args:
@@ -173,7 +211,8 @@ def write_metadata(metadata: ModelMetadata | ExperimentMetadata, model_dir: Path
     return path
 
 
-Card = TypeVar("Card", ModelMetadata, ExperimentMetadata)
+Card = TypeVar("Card", ModelMetadata, ExperimentMetadata, DensityMetadata)
+HeadCard = TypeVar("HeadCard", ExperimentMetadata, DensityMetadata)
 
 
 def read_metadata(model_dir: Path, schema: type[Card] = ModelMetadata) -> Card:  # type: ignore[assignment]
@@ -181,7 +220,8 @@ def read_metadata(model_dir: Path, schema: type[Card] = ModelMetadata) -> Card: 
 
     Args:
         model_dir: The model directory.
-        schema: The card's schema: `ModelMetadata`, or `ExperimentMetadata` for a head.
+        schema: The card's schema: `ModelMetadata`, or for a head `ExperimentMetadata` or
+            `DensityMetadata`.
 
     Returns:
         The model card.

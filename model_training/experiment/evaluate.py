@@ -26,6 +26,7 @@ from app.core.features import N_ELEMENTS, element_symbols, featurize
 from app.core.model_card import EXPERIMENT_CLASSES, MagneticOrdering
 from app.core.predictor import Predictor
 from model_training.architecture import derived_features
+from model_training.baselines import LIGHTGBM_TREE_PARAMETERS
 from model_training.data import LabelledData
 from model_training.experiment.network import (
     ExperimentConfig,
@@ -35,25 +36,18 @@ from model_training.experiment.network import (
     log_temperatures,
 )
 from model_training.metrics import (
+    RegressionScores,
     Scores,
     expected_calibration_error,
     fit_temperature,
     probabilities_from_logits,
     score,
+    score_regression,
 )
 from model_training.split import Split
 
 logger = logging.getLogger(__name__)
 
-_LIGHTGBM: dict[str, Any] = {
-    "learning_rate": 0.05,
-    "num_leaves": 63,
-    "subsample": 0.8,
-    "subsample_freq": 1,
-    "colsample_bytree": 0.5,
-    "n_jobs": -1,
-    "verbose": -1,
-}
 _FM, _AFM = 0, 1
 ERROR_SAMPLE_SIZE = 20
 
@@ -96,58 +90,6 @@ head's P(NM)."""
 
 
 @dataclass(frozen=True)
-class TemperatureScores:
-    """How close predicted ordering temperatures are to the reported ones, in kelvin.
-
-    Attributes:
-        n: Records scored.
-        mae: Mean absolute error.
-        rmse: Root mean squared error.
-        r2: Coefficient of determination against the test rows' own mean.
-        median_absolute_error: Median absolute error.
-    """
-
-    n: int
-    mae: float
-    rmse: float
-    r2: float
-    median_absolute_error: float
-
-    def to_dict(self) -> dict[str, float]:
-        """Return the scores as JSON-ready values."""
-        return {
-            "n": self.n,
-            "mae": self.mae,
-            "rmse": self.rmse,
-            "r2": self.r2,
-            "median_absolute_error": self.median_absolute_error,
-        }
-
-
-def score_temperatures(
-    measured: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]
-) -> TemperatureScores:
-    """Score predicted ordering temperatures against measured ones.
-
-    Args:
-        measured: Reported temperatures, K.
-        predicted: Predicted temperatures, K.
-
-    Returns:
-        MAE, RMSE, R² and median absolute error.
-    """
-    error = predicted - measured
-    spread = float(((measured - measured.mean()) ** 2).sum())
-    return TemperatureScores(
-        n=len(measured),
-        mae=float(np.abs(error).mean()),
-        rmse=float(np.sqrt((error**2).mean())),
-        r2=float(1 - (error**2).sum() / spread) if spread > 0 else float("nan"),
-        median_absolute_error=float(np.median(np.abs(error))),
-    )
-
-
-@dataclass(frozen=True)
 class ExperimentResult:
     """One model's figures on the test records.
 
@@ -162,8 +104,8 @@ class ExperimentResult:
     name: str
     description: str
     ordering: Scores | None
-    temperature: TemperatureScores | None
-    temperature_by_kind: dict[str, TemperatureScores] = field(default_factory=dict)
+    temperature: RegressionScores | None
+    temperature_by_kind: dict[str, RegressionScores] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -241,7 +183,7 @@ class DensityEstimator:
         groups = mp_data.rows["reduced_formula"].to_numpy()
         fit_rows, held_out = next(GroupKFold(n_splits=10).split(derived, groups=groups))
         booster = lightgbm.LGBMRegressor(
-            n_estimators=400, objective="l1", **_LIGHTGBM, random_state=seed
+            n_estimators=400, objective="l1", **LIGHTGBM_TREE_PARAMETERS, random_state=seed
         )
         booster.fit(derived[fit_rows], density[fit_rows])
         mae = float(np.abs(booster.predict(derived[held_out]) - density[held_out]).mean())
@@ -268,12 +210,15 @@ def _teachers(train: LabelledData, *, rounds: int, seed: int) -> Teachers:
     predicted_log_t = np.zeros(len(derived), np.float32)
     for fit_rows, predict_rows in GroupKFold(n_splits=5).split(derived, groups=groups):
         classifier = lightgbm.LGBMClassifier(
-            n_estimators=rounds, class_weight="balanced", **_LIGHTGBM, random_state=seed
+            n_estimators=rounds,
+            class_weight="balanced",
+            **LIGHTGBM_TREE_PARAMETERS,
+            random_state=seed,
         )
         classifier.fit(derived[fit_rows], train.labels[fit_rows])
         probabilities[predict_rows] = classifier.predict_proba(derived[predict_rows])
         regressor = lightgbm.LGBMRegressor(
-            n_estimators=rounds, objective="l1", **_LIGHTGBM, random_state=seed
+            n_estimators=rounds, objective="l1", **LIGHTGBM_TREE_PARAMETERS, random_state=seed
         )
         regressor.fit(derived[fit_rows], log_t[fit_rows])
         predicted_log_t[predict_rows] = regressor.predict(derived[predict_rows])
@@ -292,13 +237,13 @@ def _lightgbm(
     )
     stop: list[Callable[..., Any]] = [lightgbm.early_stopping(100, verbose=False)]
     classifier = lightgbm.LGBMClassifier(
-        n_estimators=3000, class_weight="balanced", **_LIGHTGBM, random_state=seed
+        n_estimators=3000, class_weight="balanced", **LIGHTGBM_TREE_PARAMETERS, random_state=seed
     )
     classifier.fit(
         x_train, train.labels, eval_X=(x_validation,), eval_y=(validation.labels,), callbacks=stop
     )
     regressor = lightgbm.LGBMRegressor(
-        n_estimators=3000, objective="l1", **_LIGHTGBM, random_state=seed
+        n_estimators=3000, objective="l1", **LIGHTGBM_TREE_PARAMETERS, random_state=seed
     )
     regressor.fit(
         x_train,
@@ -327,13 +272,13 @@ def _temperature_result(
     predicted: npt.NDArray[np.float64] | None,
 ) -> ExperimentResult:
     measured = test.rows["temperature_K"].to_numpy(dtype=np.float64)
-    by_kind: dict[str, TemperatureScores] = {}
+    by_kind: dict[str, RegressionScores] = {}
     overall = None
     if predicted is not None:
-        overall = score_temperatures(measured, predicted)
+        overall = score_regression(measured, predicted)
         kinds = test.rows["temperature_kind"].to_numpy()
         by_kind = {
-            str(kind): score_temperatures(measured[kinds == kind], predicted[kinds == kind])
+            str(kind): score_regression(measured[kinds == kind], predicted[kinds == kind])
             for kind in ("curie", "neel")
             if (kinds == kind).any()
         }

@@ -18,16 +18,21 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from app.core.features import N_ELEMENTS, N_FEATURES
+from app.core.features import N_FEATURES
 from app.core.model_card import EXPERIMENT_CLASSES
 from model_training.architecture import (
-    CompositionFeatures,
     TemperatureSoftmax,
-    derived_feature_names,
+    density_free_inputs,
     derived_features,
     hidden_layers,
 )
 from model_training.data import LabelledData
+from model_training.members import (
+    average_members,
+    compile_member,
+    fit_members,
+    fit_on_validation_loss,
+)
 from model_training.metrics import score
 from model_training.strategy import strategy_name
 from model_training.train import class_weights, training_dataset
@@ -158,21 +163,14 @@ def build_experiment_network(
         "log_temperature": (n, 3) ordered quantiles of ln(T / K)}``.
     """
     keras.utils.set_random_seed(config.seed)
-    n_derived = len(derived_feature_names(with_density=False))
-    mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
-    variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
     features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    x = CompositionFeatures(with_density=False, name="composition")(features)
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
-    if config.clip is not None:
-        x = keras.ops.clip(x, -config.clip, config.clip)
-    if config.element_embedding:
-        counts = keras.ops.maximum(features[:, :N_ELEMENTS], 0.0)
-        fractions = counts / keras.ops.maximum(keras.ops.sum(counts, axis=-1, keepdims=True), 1e-6)
-        embedded = keras.layers.Dense(
-            config.element_embedding, use_bias=False, name="element_embedding"
-        )(fractions)
-        x = keras.layers.Concatenate(name="with_embedding")([x, embedded])
+    x = density_free_inputs(
+        features,
+        feature_mean=feature_mean,
+        feature_variance=feature_variance,
+        clip=config.clip,
+        element_embedding=config.element_embedding,
+    )
     x = hidden_layers(x, config)
     logits = keras.layers.Dense(N_EXPERIMENT_CLASSES, name=ORDERING_OUTPUT)(x)
     raw = keras.layers.Dense(3, name="raw_quantiles")(x)
@@ -262,57 +260,28 @@ def _fit_member(
     steps = -(-len(train.labels) // config.batch_size)
     with strategy.scope():
         model = build_experiment_network(config, **normalisation)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=steps * config.epochs
-        )
-        model.compile(
-            optimizer=keras.optimizers.AdamW(
-                learning_rate=schedule, weight_decay=config.weight_decay
-            ),
+        compile_member(
+            model,
+            config,
+            steps_per_epoch=steps,
             loss={
                 ORDERING_OUTPUT: _weighted_cross_entropy,
                 TEMPERATURE_OUTPUT: _pinball_loss(config.quantiles, config.distillation),
             },
             loss_weights={ORDERING_OUTPUT: 1.0, TEMPERATURE_OUTPUT: config.temperature_weight},
         )
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss",
-        mode="min",
-        patience=config.patience,
-        restore_best_weights=True,
-        start_from_epoch=config.warmup_epochs,
-    )
-    history = model.fit(
+    best, epochs = fit_on_validation_loss(
+        model,
         training_dataset(
             train.features, train_targets, batch_size=config.batch_size, shuffle_seed=config.seed
         ),
-        validation_data=training_dataset(
+        training_dataset(
             validation.features, validation_targets, batch_size=4096, shuffle_seed=None
         ),
-        epochs=config.epochs,
-        shuffle=False,
-        callbacks=[stopper],
+        config,
         verbose=verbose,
     )
-    losses = history.history["val_loss"]
-    watched = losses[config.warmup_epochs :] or losses[-1:]
-    best = len(losses) - len(watched) + int(np.argmin(watched))
-    return model, best + 1, len(losses)
-
-
-def _mean_members(members: list[keras.Model]) -> keras.Model:
-    if len(members) == 1:
-        return members[0]
-    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    outputs = [member(features) for member in members]
-    return keras.Model(
-        features,
-        {
-            name: keras.layers.Average(name=f"mean_{name}")([out[name] for out in outputs])
-            for name in (ORDERING_OUTPUT, TEMPERATURE_OUTPUT)
-        },
-        name="experiment_ensemble",
-    )
+    return model, best, epochs
 
 
 def fit_experiment_network(
@@ -365,34 +334,27 @@ def fit_experiment_network(
         len(train.labels),
         strategy_name(strategy),
     )
-    members, best_epochs, epochs_run = [], [], []
-    for index in range(config.ensemble_size):
-        member_config = replace(config, seed=config.seed + index)
-        model, best, epochs = _fit_member(
+    members, best_epochs, epochs_run = fit_members(
+        lambda index: _fit_member(
             train_targets,
             validation_targets,
             train,
             validation,
             normalisation=normalisation,
-            config=member_config,
+            config=replace(config, seed=config.seed + index),
             strategy=strategy,
             verbose=verbose,
-        )
-        logger.info(
-            "experiment member %d/%d: best epoch %d of %d",
-            index + 1,
-            config.ensemble_size,
-            best,
-            epochs,
-        )
-        members.append(model)
-        best_epochs.append(best)
-        epochs_run.append(epochs)
+        ),
+        config.ensemble_size,
+        "experiment",
+    )
     network = TrainedExperimentNetwork(
-        model=_mean_members(members),
+        model=average_members(
+            members, "experiment_ensemble", (ORDERING_OUTPUT, TEMPERATURE_OUTPUT)
+        ),
         config=config,
-        best_epochs=tuple(best_epochs),
-        epochs_run=tuple(epochs_run),
+        best_epochs=best_epochs,
+        epochs_run=epochs_run,
         seconds=time.perf_counter() - started,
         strategy=strategy_name(strategy),
     )

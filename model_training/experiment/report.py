@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from app.core.model_card import EXPERIMENT_CLASSES, MODEL_CARD_FILENAME
-from model_training.experiment.evaluate import ExperimentEvaluation, TemperatureScores
+from model_training.experiment.evaluate import ExperimentEvaluation
 from model_training.experiment.export import SOURCES
+from model_training.metrics import RegressionScores
 from model_training.report import plot_confusion_matrices
 
 PARITY_PLOT = "temperature_parity.png"
@@ -104,7 +105,7 @@ def _plot_confusion(evaluation: ExperimentEvaluation, path: Path) -> None:
     plot_confusion_matrices(panels, [str(c) for c in EXPERIMENT_CLASSES], path, ylabel="experiment")
 
 
-def _temperature_cell(scores: TemperatureScores | None) -> str:
+def _temperature_cell(scores: RegressionScores | None) -> str:
     if scores is None:
         return "-"
     return f"{scores.mae:.1f} / {scores.rmse:.1f} / {scores.r2:.3f} (n={scores.n})"

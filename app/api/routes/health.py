@@ -24,6 +24,11 @@ async def health(service: ServiceDep) -> HealthOut:
         runtime=predictor.runtime,
         max_batch_size=service.settings.max_batch_size,
         experiment_model_version=predictor.experiment_version,
+        density_model_version=(
+            None
+            if predictor.density_estimator is None
+            else predictor.density_estimator.metadata.model_version
+        ),
     )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response, status
 from app.api.dependencies import ServiceDep
 from app.api.errors import error_response
 from app.api.schemas import ErrorDetail, ErrorResponse, ModelOut
-from app.core.model_card import EXPERIMENT_DIRNAME, MODEL_CARD_FILENAME
+from app.core.model_card import DENSITY_DIRNAME, EXPERIMENT_DIRNAME, MODEL_CARD_FILENAME
 
 router = APIRouter(tags=["operations"])
 
@@ -19,9 +19,14 @@ router = APIRouter(tags=["operations"])
     responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
 )
 async def model_card(service: ServiceDep) -> ModelOut:
-    """Return the metadata and evaluation metrics of the loaded model and its experiment head."""
+    """Return the metadata and evaluation metrics of the loaded model and of its heads."""
     predictor = service.predictor
-    return ModelOut(**dict(predictor.metadata), experiment=predictor.experiment_metadata)
+    density = predictor.density_estimator
+    return ModelOut(
+        **dict(predictor.metadata),
+        experiment=predictor.experiment_metadata,
+        density=None if density is None else density.metadata,
+    )
 
 
 @router.get(
@@ -31,7 +36,8 @@ async def model_card(service: ServiceDep) -> ModelOut:
         200: {
             "content": {"text/markdown": {}},
             "description": "MODEL_CARD.md: every model compared, calibration, error analysis; "
-            "then the experiment head's card, when the model has one.",
+            "then the experiment head's and the density estimator's cards, when the model "
+            "has them.",
         },
         404: {"model": ErrorResponse, "description": "The loaded model has no MODEL_CARD.md."},
         503: {"model": ErrorResponse, "description": "No model is loaded yet."},
@@ -42,9 +48,13 @@ def model_card_markdown(service: ServiceDep) -> Response:
     # A plain def: FastAPI runs it in its thread pool, so the file read never blocks the loop.
     model_dir = service.settings.model_dir
     cards = [_read_card(model_dir / MODEL_CARD_FILENAME)]
-    if service.predictor.experiment_version is not None:
-        head_card = _read_card(model_dir / EXPERIMENT_DIRNAME / MODEL_CARD_FILENAME)
-        # The experiment head's card follows as its own section, its headings one level down.
+    heads = (
+        (EXPERIMENT_DIRNAME, service.predictor.experiment_version is not None),
+        (DENSITY_DIRNAME, service.predictor.density_estimator is not None),
+    )
+    for dirname, loaded in heads:
+        head_card = _read_card(model_dir / dirname / MODEL_CARD_FILENAME) if loaded else None
+        # A head's card follows as its own section, its headings one level down.
         cards.append(None if head_card is None else "#" + head_card.replace("\n#", "\n##"))
     found = [card.rstrip() for card in cards if card is not None]
     if not found:

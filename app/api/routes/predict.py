@@ -25,7 +25,7 @@ router = APIRouter(tags=["prediction"], route_class=JSONBodyRoute)
 
 SERVER_TIMING = "Server-Timing"
 
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body is not UTF-8."},
     408: {"model": ErrorResponse, "description": "The body was sent too slowly."},
     413: {"model": ErrorResponse, "description": "The body is larger than allowed."},
@@ -38,13 +38,18 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _server_timing(timer: StageTimer) -> str:
+def server_timing(timer: StageTimer) -> str:
+    """The ``Server-Timing`` header value of a request's stages, in milliseconds."""
     return ", ".join(f"{name};dur={seconds * 1e3:.3f}" for name, seconds in timer.seconds.items())
 
 
-@router.post("/predict", responses=_ERROR_RESPONSES)
+@router.post("/predict", responses=ERROR_RESPONSES)
 async def predict(compound: CompoundIn, service: ServiceDep) -> PredictionOut:
-    """Predict the magnetic ordering of one compound from its formula and density."""
+    """Predict the magnetic ordering of one compound from its formula and density.
+
+    Without a density, the density estimator's estimate from the composition is used, and
+    the answer says so (`density_source`, and a warning).
+    """
     # On the event loop, not a worker thread: a parse and one model call take less time than
     # handing the request to a thread and back (measured in docs/benchmarks.md).
     parsed = parse_compound(compound.formula, compound.density, service.settings.formula_limits)
@@ -55,7 +60,7 @@ async def predict(compound: CompoundIn, service: ServiceDep) -> PredictionOut:
     )
 
 
-@router.post("/predict/batch", responses=_ERROR_RESPONSES, response_model_exclude_none=True)
+@router.post("/predict/batch", responses=ERROR_RESPONSES, response_model_exclude_none=True)
 async def predict_batch(batch: BatchIn, service: ServiceDep, response: Response) -> BatchOut:
     """Predict many compounds in one model call; a bad item gets its own error, not the batch.
 
@@ -70,7 +75,7 @@ async def predict_batch(batch: BatchIn, service: ServiceDep, response: Response)
     timer = StageTimer()
     # A worker thread: a thousand parses would hold the event loop for tens of milliseconds.
     out = await run_in_threadpool(
-        predict_items, batch.items, service.predictor, settings.formula_limits, timer
+        predict_items, batch.items, service.predictor, settings.batch_limits, timer
     )
-    response.headers[SERVER_TIMING] = _server_timing(timer)
+    response.headers[SERVER_TIMING] = server_timing(timer)
     return out

@@ -1,0 +1,73 @@
+"""The flat table of results that ``magorder predict`` and the Python API both write.
+
+One row per compound: the prediction, the four probabilities, the reduced formula, the
+density used and where it came from, the warnings, what experiment would find, and the
+error of a row that could not be predicted.
+"""
+
+from __future__ import annotations
+
+from app.api.schemas import BatchItemError, BatchItemOk
+from app.core.model_card import ExperimentalOrdering, MagneticOrdering
+
+PROBABILITY_PREFIX = "p_"
+CLASSES = tuple(MagneticOrdering)
+"""The classes, in the order of the probability columns."""
+EXPERIMENT_PREFIX = "exp_"
+EXPERIMENT_CLASSES = tuple(ExperimentalOrdering)
+EXPERIMENT_COLUMNS = (
+    f"{EXPERIMENT_PREFIX}prediction",
+    *(f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{o.value}" for o in EXPERIMENT_CLASSES),
+    f"{EXPERIMENT_PREFIX}temperature_kind",
+    f"{EXPERIMENT_PREFIX}temperature_K",
+    f"{EXPERIMENT_PREFIX}temperature_low_K",
+    f"{EXPERIMENT_PREFIX}temperature_high_K",
+    f"{EXPERIMENT_PREFIX}warnings",
+)
+"""What experiment would find, when the model has an experiment head (empty otherwise)."""
+ADDED_COLUMNS = (
+    "prediction",
+    *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
+    "reduced_formula",
+    "density_used",
+    "density_source",
+    "warnings",
+    *EXPERIMENT_COLUMNS,
+    "error",
+)
+"""The columns the command adds after every input column."""
+
+
+def _probability(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def result_cells(result: BatchItemOk | BatchItemError) -> dict[str, str]:
+    """The output cells of one predicted, or failed, row."""
+    if isinstance(result, BatchItemError):
+        return {"error": result.error.message}
+    cells = {
+        "prediction": result.prediction.value,
+        "reduced_formula": result.reduced_formula,
+        "density_used": f"{result.density:g}",
+        "density_source": result.density_source.value,
+        "warnings": "; ".join(result.warnings),
+    }
+    for ordering in CLASSES:
+        cells[f"{PROBABILITY_PREFIX}{ordering.value}"] = _probability(
+            result.probabilities[ordering]
+        )
+    experiment = result.experiment
+    if experiment is not None:
+        temperature = experiment.ordering_temperature
+        cells[f"{EXPERIMENT_PREFIX}prediction"] = experiment.prediction.value
+        for exp_ordering in EXPERIMENT_CLASSES:
+            cells[f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{exp_ordering.value}"] = _probability(
+                experiment.probabilities[exp_ordering]
+            )
+        cells[f"{EXPERIMENT_PREFIX}temperature_kind"] = temperature.kind.value
+        cells[f"{EXPERIMENT_PREFIX}temperature_K"] = f"{temperature.kelvin:.0f}"
+        cells[f"{EXPERIMENT_PREFIX}temperature_low_K"] = f"{temperature.low_kelvin:.0f}"
+        cells[f"{EXPERIMENT_PREFIX}temperature_high_K"] = f"{temperature.high_kelvin:.0f}"
+        cells[f"{EXPERIMENT_PREFIX}warnings"] = "; ".join(experiment.warnings)
+    return cells

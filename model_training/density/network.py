@@ -1,0 +1,226 @@
+"""The density estimator's network, and fitting it under the chosen distribution strategy.
+
+It reads the 119-vector through `CompositionFeatures` without density (the quantity it
+estimates), beside a learnt element embedding averaged by atomic fraction, as the experiment
+head does. Its output is ``exp`` of a linear unit, so an estimate is always positive; it is
+fitted for the mean absolute error in g/cm³, the figure the card and the service report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+
+from app.core.features import DENSITY_INDEX, N_FEATURES
+from model_training.architecture import density_free_inputs, derived_features, hidden_layers
+from model_training.data import LabelledData
+from model_training.members import (
+    average_members,
+    compile_member,
+    fit_members,
+    fit_on_validation_loss,
+)
+from model_training.strategy import strategy_name
+from model_training.train import training_dataset
+
+logger = logging.getLogger(__name__)
+
+MIN_DENSITY = 0.05
+MAX_DENSITY = 30.0
+"""Estimates are clipped to this range of g/cm³, the range the service accepts."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DensityConfig:
+    """Shape of the density network and how it is fitted.
+
+    Attributes:
+        hidden_units: Width of each hidden layer.
+        dropout: Dropout rate after each hidden layer.
+        ensemble_size: Networks, with seeds ``seed``, ``seed + 1``, ..., whose estimates the
+            exported estimator averages.
+        epochs: Most passes over the training rows.
+        batch_size: Rows per gradient step.
+        learning_rate: Peak learning rate of AdamW (cosine decay over ``epochs``).
+        weight_decay: Decoupled weight decay.
+        patience: Epochs without a lower validation loss before training stops.
+        warmup_epochs: Epochs before early stopping starts watching.
+        element_embedding: Width of a learnt vector per element, averaged over the
+            composition by atomic fraction (0: none).
+        clip: Standardised features are clipped to ``[-clip, clip]``.
+        seed: Seed of initialisation, dropout and shuffling.
+    """
+
+    hidden_units: tuple[int, ...] = (512, 256)
+    dropout: float = 0.1
+    ensemble_size: int = 2
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    warmup_epochs: int = 10
+    element_embedding: int = 64
+    clip: float | None = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.hidden_units or any(units < 1 for units in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout=}")
+        if min(self.ensemble_size, self.epochs, self.batch_size, self.patience) < 1:
+            raise ValueError("ensemble_size, epochs, batch_size and patience must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as JSON-ready values."""
+        return asdict(self)
+
+
+def build_density_network(
+    config: DensityConfig,
+    *,
+    feature_mean: npt.NDArray[np.float32] | None = None,
+    feature_variance: npt.NDArray[np.float32] | None = None,
+) -> keras.Model:
+    """Build an untrained density network.
+
+    Args:
+        config: Its shape.
+        feature_mean: Training-split mean of each density-free derived feature.
+        feature_variance: Their training-split variance.
+
+    Returns:
+        A Keras model from ``(n, 119)`` features to ``(n, 1)`` densities in g/cm³.
+    """
+    keras.utils.set_random_seed(config.seed)
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    x = density_free_inputs(
+        features,
+        feature_mean=feature_mean,
+        feature_variance=feature_variance,
+        clip=config.clip,
+        element_embedding=config.element_embedding,
+    )
+    x = hidden_layers(x, config)
+    log_density = keras.layers.Dense(1, name="log_density")(x)
+    density = keras.ops.clip(keras.ops.exp(log_density), MIN_DENSITY, MAX_DENSITY)
+    return keras.Model(features, density, name=f"density_seed{config.seed}")
+
+
+@dataclass(frozen=True)
+class TrainedDensityNetwork:
+    """A fitted density network: the members' mean estimate.
+
+    Attributes:
+        model: Raw features to ``(n, 1)`` g/cm³, members averaged.
+        config: How it was built and fitted.
+        best_epochs: Per member, the epoch (1-based) whose weights were kept.
+        epochs_run: Per member, epochs run before early stopping.
+        seconds: Wall-clock time of the fit.
+        strategy: Name of the distribution strategy it was trained under.
+    """
+
+    model: keras.Model
+    config: DensityConfig
+    best_epochs: tuple[int, ...]
+    epochs_run: tuple[int, ...]
+    seconds: float
+    strategy: str
+
+    def estimate(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Return the ``(n,)`` estimated densities of raw rows, g/cm³."""
+        out = self.model.predict(features, batch_size=4096, verbose=0)
+        return np.asarray(out, np.float32)[:, 0]
+
+
+def _densities(data: LabelledData) -> npt.NDArray[np.float32]:
+    return np.asarray(data.features[:, DENSITY_INDEX:], np.float32)
+
+
+def _fit_member(
+    train: LabelledData,
+    validation: LabelledData,
+    *,
+    normalisation: dict[str, npt.NDArray[np.float32]],
+    config: DensityConfig,
+    strategy: Any,
+    verbose: int,
+) -> tuple[keras.Model, int, int]:
+    keras.utils.set_random_seed(config.seed)
+    steps = -(-len(train.labels) // config.batch_size)
+    with strategy.scope():
+        model = build_density_network(config, **normalisation)
+        compile_member(model, config, steps_per_epoch=steps, loss="mean_absolute_error")
+    best, epochs = fit_on_validation_loss(
+        model,
+        training_dataset(
+            train.features,
+            _densities(train),
+            batch_size=config.batch_size,
+            shuffle_seed=config.seed,
+        ),
+        training_dataset(
+            validation.features, _densities(validation), batch_size=4096, shuffle_seed=None
+        ),
+        config,
+        verbose=verbose,
+    )
+    return model, best, epochs
+
+
+def fit_density_network(
+    train: LabelledData,
+    validation: LabelledData,
+    *,
+    config: DensityConfig,
+    strategy: Any,
+    verbose: int = 2,
+) -> TrainedDensityNetwork:
+    """Fit the members on the training rows, each kept at its epoch of lowest validation MAE.
+
+    Args:
+        train: Training rows (their density slot is the target).
+        validation: Validation rows, for early stopping.
+        config: Shape and fitting of the network.
+        strategy: The ``tf.distribute`` strategy to build and fit under.
+        verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        The trained network.
+    """
+    started = time.perf_counter()
+    derived = derived_features(train.features, with_density=False)
+    normalisation = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    logger.info(
+        "fitting the density network (%d member(s)) on %d rows under %s",
+        config.ensemble_size,
+        len(train.labels),
+        strategy_name(strategy),
+    )
+    members, best_epochs, epochs_run = fit_members(
+        lambda index: _fit_member(
+            train,
+            validation,
+            normalisation=normalisation,
+            config=replace(config, seed=config.seed + index),
+            strategy=strategy,
+            verbose=verbose,
+        ),
+        config.ensemble_size,
+        "density",
+    )
+    return TrainedDensityNetwork(
+        model=average_members(members, "density_ensemble"),
+        config=config,
+        best_epochs=best_epochs,
+        epochs_run=epochs_run,
+        seconds=time.perf_counter() - started,
+        strategy=strategy_name(strategy),
+    )
