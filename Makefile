@@ -54,14 +54,16 @@ typecheck: $(VENV)/.installed-dev
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
-## bench: speed benchmarks (latency vs the stack's floor, batch, featurizer, model, cold start); needs wrk
+## bench: speed benchmarks (latency vs the stack's floor, batch, featurizer, model, cold start, structures); needs wrk
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.speed
+	$(BIN)/python -m bench.structures
 
 ## bench-quick: a short run of the benchmarks, to check that they work (CI runs it)
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.speed --quick
 	$(BIN)/python -m bench.cli_speed --quick
+	$(BIN)/python -m bench.structures --quick
 
 ## bench-cli: `magorder predict` on 10,000 to 200,000 distinct formulas, in-process and via a server
 bench-cli: $(VENV)/.installed-dev

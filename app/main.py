@@ -17,11 +17,12 @@ from app import __version__
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.dependencies import Service
 from app.api.errors import register_error_handlers
-from app.api.routes import health, model_card, predict, structure
+from app.api.routes import health, model_card, predict, structure, table
 from app.api.startup_refusal import StartupRefusalMiddleware
 from app.config import Settings, describe_settings_error, get_settings
 from app.core.errors import ModelLoadError
 from app.core.predictor import Predictor
+from app.web.page import add_web_page
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StartupRefusalMiddleware)
     app.include_router(predict.router)
     app.include_router(structure.router)
+    app.include_router(table.router)
     app.include_router(health.router)
     app.include_router(model_card.router)
+    add_web_page(app)
     return app
 
 

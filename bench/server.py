@@ -98,6 +98,7 @@ def running_server(
     *,
     app: str = SERVICE_APP,
     startup_timeout_s: float = 120.0,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[RunningServer]:
     """Run the service until the block ends, then stop it with SIGTERM.
 
@@ -105,11 +106,12 @@ def running_server(
         model_dir: Model to serve; the service's default when omitted.
         app: The ASGI application, as uvicorn names it.
         startup_timeout_s: How long to wait for ``/health`` to answer 200.
+        settings: More ``MAGORDER_*`` environment variables for the server.
 
     Yields:
         The running server.
     """
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "MAGORDER_LOG_LEVEL": "WARNING"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "MAGORDER_LOG_LEVEL": "WARNING", **(settings or {})}
     if model_dir is not None:
         env["MAGORDER_MODEL_DIR"] = str(model_dir)
     port = free_port()

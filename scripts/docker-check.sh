@@ -205,6 +205,12 @@ assert experiment["ordering_temperature"]["kelvin"] > 0, answer
   [ "$(echo "$body" | json_field reduced_formula)" = NiO ] \
     || fail "POST /predict/structure answered $body"
   step "  POST /predict/structure NiO.cif: $(echo "$body" | json_field prediction)"
+  code=$(curl -s -o "$WORK/page.html" -w '%{http_code}' "$url/")
+  { [ "$code" = 200 ] && grep -q '/static/app.js' "$WORK/page.html" \
+    && [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/static/app.js")" = 200 ] \
+    && [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/model/per_class_f1.png")" = 200 ]; } \
+    || fail "the web page, its script or a card plot did not answer 200 (page: $code)"
+  step "  GET /, its script and a card plot: 200"
   [ "$("$DOCKER" exec "$container" id -u)" = 10001 ] || fail "the service does not run as uid 10001"
   [ "$("$DOCKER" inspect --format '{{.HostConfig.ReadonlyRootfs}}' "$container")" = true ] \
     || fail "the root filesystem is writable"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,19 +101,3 @@ def density_client(density_model_dir: Path) -> Iterator[TestClient]:
     """The real app serving the fixture model with its density estimator."""
     with TestClient(create_app(make_settings(density_model_dir))) as test_client:
         yield test_client
-
-
-@contextmanager
-def running_server(model_dir: Path, **env: str) -> Iterator[str]:
-    """A real uvicorn serving a model, with more ``MAGORDER_*`` settings; yields its URL."""
-    from bench.server import free_port, start_server, wait_until_healthy
-
-    port = free_port()
-    process = start_server(port, env={"MAGORDER_MODEL_DIR": str(model_dir), **env})
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, 60.0)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)

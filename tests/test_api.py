@@ -501,3 +501,17 @@ def test_json_nested_too_deeply_is_a_422_saying_so(client: TestClient) -> None:
         "type": "json_too_deep",
         "message": "JSON body is nested too deeply to read; a request needs three levels at most",
     }
+
+
+def test_capitals_that_spell_a_symbol_warn_in_the_answer(client: TestClient) -> None:
+    body = client.post("/predict", json={"formula": "NIO", "density": 6.67}).json()
+    assert body["reduced_formula"] == "INO"
+    assert any("if you meant Ni, write 'Ni'" in w for w in body["warnings"])
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/predict/structure"])
+def test_an_integer_too_long_for_python_is_a_422_saying_so(client: TestClient, path: str) -> None:
+    body = '{"formula": "Fe2O3", "density": ' + "1" * 5000 + "}"
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "number_too_long"

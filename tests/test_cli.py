@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.cli.main import main
-from bench.server import free_port
-from tests.conftest import running_server
+from bench.server import free_port, running_server
 
 CANDIDATES = """id,formula,density,note
 1,Fe2O3,5.24,hematite
@@ -283,8 +282,8 @@ def test_sigint_ends_the_run_with_a_summary_and_no_partial_output(
 @pytest.fixture(scope="module")
 def small_batch_server(model_dir: Path) -> Iterator[str]:
     """A real uvicorn on the fixture model that takes batches of at most 3 items."""
-    with running_server(model_dir, MAGORDER_MAX_BATCH_SIZE="3") as base_url:
-        yield base_url
+    with running_server(model_dir, settings={"MAGORDER_MAX_BATCH_SIZE": "3"}) as server:
+        yield server.base_url
 
 
 def test_a_server_gives_byte_for_byte_the_local_output(

@@ -13,6 +13,7 @@ from app.core.features import (
     DENSITY_INDEX,
     N_FEATURES,
     FormulaLimits,
+    case_warnings,
     element_symbols,
     featurize,
     featurize_many,
@@ -180,3 +181,30 @@ def test_invalid_densities_are_refused_with_a_precise_message(density: float, me
 
 def test_integer_density_is_accepted() -> None:
     assert featurize("Fe2O3", 5)[DENSITY_INDEX] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("formula", "where"),
+    [
+        ("F e2O3", "'e' at position 2"),
+        ("Fe2o3", "'o' at position 3"),
+        ("Fe(oH)2", "'o' at position 3"),
+    ],
+)
+def test_a_lower_case_letter_after_no_capital_is_named(formula: str, where: str) -> None:
+    with pytest.raises(InvalidFormulaError, match=f"{where} follows no capital letter"):
+        parse_formula(formula)
+
+
+@pytest.mark.parametrize(
+    ("formula", "meant"),
+    [("NI", "Ni"), ("SC", "Sc"), ("NB", "Nb"), ("PB", "Pb"), ("NIO", "Ni"), ("CUO", "Cu")],
+)
+def test_capitals_that_spell_a_symbol_get_a_warning(formula: str, meant: str) -> None:
+    (warning,) = case_warnings(formula)
+    assert f"if you meant {meant}, write {meant!r}" in warning
+
+
+@pytest.mark.parametrize("formula", ["KNO3", "BPO4", "NH3", "HCN", "CaCO3", "NaCl", "Fe2O3"])
+def test_careful_or_common_formulas_get_no_case_warning(formula: str) -> None:
+    assert case_warnings(formula) == ()

@@ -139,6 +139,7 @@ VARIABLES = f"{SAVED_MODEL_DIRNAME}/variables"
         (_edit_metadata(feature_layout_version="old:v0"), "trained on feature layout 'old:v0'"),
         (_edit_metadata(n_features=120), "expects 120 features"),
         (_edit_metadata(classes=["FM", "NM", "AFM"]), "are not exactly"),
+        (_edit_metadata(classes=["NM", "FM", "FiM", "AFM"]), "in that order"),
         (_edit_metadata(classes=["FM", "NM", "FiM", "XYZ"]), "is not a valid model card"),
         (_remove(SAVED_MODEL_DIRNAME), "SavedModel directory"),
         (_edit_metadata(saved_model_sha256=None), "has no saved_model_sha256"),

@@ -11,8 +11,7 @@ import pytest
 import magorder
 from app.cli.main import main as cli_main
 from app.client.columns import ADDED_COLUMNS
-from bench.server import free_port
-from tests.conftest import running_server
+from bench.server import free_port, running_server
 from tests.test_structures import disordered, rock_salt
 
 FORMULAS = ["NiO", "Fe2O3", "Xx", "NaCl", "MnO", "CaTiO3", "Fe3O4"]
@@ -27,8 +26,8 @@ def model(density_model_dir: Path) -> magorder.Magorder:
 @pytest.fixture(scope="module")
 def server_url(density_model_dir: Path) -> Iterator[str]:
     """A real uvicorn on the model with a density estimator, taking batches of 3 at most."""
-    with running_server(density_model_dir, MAGORDER_MAX_BATCH_SIZE="3") as base_url:
-        yield base_url
+    with running_server(density_model_dir, settings={"MAGORDER_MAX_BATCH_SIZE": "3"}) as server:
+        yield server.base_url
 
 
 def test_formulas_come_back_as_a_frame_of_the_cli_columns(model: magorder.Magorder) -> None:

@@ -8,6 +8,7 @@ equal keys win silently. `JSONBodyRoute` answers each case with an error that na
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from email.message import Message
 from typing import Any
@@ -112,8 +113,8 @@ def parse_json_body(body: bytes) -> Any:
         The decoded JSON value.
 
     Raises:
-        RequestBodyError: 400 when the body is not UTF-8; 422 when an object repeats a key or
-            the nesting is too deep for Python's parser.
+        RequestBodyError: 400 when the body is not UTF-8; 422 when an object repeats a key,
+            the nesting is too deep for Python's parser, or an integer is too long for it.
         json.JSONDecodeError: The text is not JSON; FastAPI reports where.
     """
     try:
@@ -142,6 +143,16 @@ def parse_json_body(body: bytes) -> Any:
             "duplicate_key",
             f"key {exc.key!r} appears more than once in one JSON object; send each key once",
             field=exc.key,
+        ) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # Python refuses to read integers of more than sys.get_int_max_str_digits() digits.
+        raise RequestBodyError(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "number_too_long",
+            f"a number in the body has more than {sys.get_int_max_str_digits()} digits, which "
+            "no input needs",
         ) from None
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -60,7 +59,7 @@ class Summary:
 
 
 def screen(
-    reader: csv.DictReader[str],
+    reader: Iterable[dict[str, str]],
     columns: Columns,
     sink: IO[str],
     backend: Backend,
@@ -72,7 +71,7 @@ def screen(
     Memory stays bounded by one chunk (the backend's batch size), whatever the input's length.
 
     Args:
-        reader: The input rows.
+        reader: The input rows (a ``csv.DictReader``, or rows read already).
         columns: Where the formula and density are, from `plan_columns`.
         sink: Where the output CSV goes.
         backend: What predicts.
@@ -119,7 +118,7 @@ STRUCTURE_COLUMNS = ("file", "formula")
 """The columns before the added ones when structure files are screened."""
 
 
-def _read_structure(path: Path) -> CompoundQuery | str:
+def read_structure_file(path: Path) -> CompoundQuery | str:
     """The query of a structure file, or why it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -138,6 +137,7 @@ def screen_structures(
     backend: Backend,
     progress: tqdm[Any] | None = None,
     summary: Summary | None = None,
+    read: Callable[[Path], CompoundQuery | str] = read_structure_file,
 ) -> Summary:
     """Predict every structure file and write one CSV row per file, chunk by chunk.
 
@@ -147,6 +147,8 @@ def screen_structures(
         backend: What predicts.
         progress: Advanced by the number of rows written.
         summary: Counts to add to as each chunk is written; a new one when omitted.
+        read: Gives a file's query, or why it cannot be read; files are read a chunk at a
+            time, so memory holds one chunk of them.
 
     Returns:
         The counts of the run.
@@ -161,7 +163,7 @@ def screen_structures(
         refused: dict[int, str] = {}
         queries: list[CompoundQuery] = []
         for position, path in enumerate(chunk):
-            query = _read_structure(path)
+            query = read(path)
             if isinstance(query, str):
                 refused[position] = query
             else:

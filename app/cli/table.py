@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -109,7 +109,7 @@ def plan_columns(
     )
 
 
-def read_chunks(reader: csv.DictReader[str], size: int) -> Iterator[list[dict[str, str]]]:
+def read_chunks(reader: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
     """Yield the rows of a CSV reader in lists of at most ``size``."""
     chunk: list[dict[str, str]] = []
     for row in reader:

@@ -348,12 +348,58 @@ def _reduce(
     return reduced_formula, reduced
 
 
+_STRAY_LOWER_CASE = re.compile(r"(?<![A-Za-z])[a-z]+")
+
+
+def _check_lower_case(formula: str) -> None:
+    """Refuse lower-case letters that follow no capital (``F e2O3``, ``Fe2o3``)."""
+    stray = _STRAY_LOWER_CASE.search(formula)
+    if stray:
+        raise _formula_error(
+            formula,
+            f"{stray.group()!r} at position {stray.start()} follows no capital letter: element "
+            "symbols start with one ('Fe', 'O'), and white space cannot split a symbol",
+        )
+
+
+_CAPITALS_PAIR = re.compile(r"(?=([A-Z])([A-Z]))")
+_HEAVIEST_LIKELY_MEANT = 83
+"""Past bismuth (Po, No, Nh, Cn: what NO3, PO4, NH3 and CN would spell) nobody means them."""
+
+
+def case_warnings(formula: str) -> tuple[str, ...]:
+    """Say where a formula written in capitals only could mean a two-letter symbol.
+
+    ``NI`` is read as N and I, ``SC`` as S and C: valid, and rarely meant. A formula with any
+    lower-case letter was written with care and gets no warning (CaCO3 is not Co).
+
+    Args:
+        formula: The formula as written.
+
+    Returns:
+        One warning per pair of capitals that also spells an element, e.g. Ni in ``NIO``.
+    """
+    if any(character.islower() for character in formula):
+        return ()
+    known = _symbol_to_index()
+    found = []
+    for first, second in _CAPITALS_PAIR.findall(formula):
+        symbol = first + second.lower()
+        if symbol in known and known[symbol] < _HEAVIEST_LIKELY_MEANT:
+            found.append(
+                f"{first}{second!s} in {formula!r} is read as {first} and {second}; if you "
+                f"meant {symbol}, write {symbol!r} (symbols are case-sensitive)"
+            )
+    return tuple(dict.fromkeys(found))
+
+
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
 def _parse_stripped(formula: str, max_elements: int) -> tuple[str, tuple[tuple[str, float], ...]]:
     # Cached, so it returns immutable values; only successful parses are cached. Keyed on the
     # one limit it applies, an int, whose hash is cheaper than a FormulaLimits's.
     _check_notation(formula)
     written = _check_symbols(formula)
+    _check_lower_case(formula)
     reduced_formula, amounts = _reduce(formula, written, _parse_composition(formula), max_elements)
     return reduced_formula, tuple(amounts.items())
 

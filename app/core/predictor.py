@@ -17,6 +17,7 @@ from app.core.features import (
     DensitySource,
     FeatureMatrix,
     ParsedCompound,
+    case_warnings,
     vectorize,
 )
 from app.core.model_card import (
@@ -58,10 +59,14 @@ class Prediction:
 
 def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
     metadata = read_checked_card(model_dir, ModelMetadata)
-    if sorted(metadata.classes) != sorted(MagneticOrdering):
+    # The order too: metadata.json lies outside the SavedModel's checksum, and the training
+    # code always exports the columns in this order, so another order can only be an edit
+    # that would relabel every answer (NaCl called FM).
+    if tuple(metadata.classes) != tuple(MagneticOrdering):
         raise ModelLoadError(
             f"model classes {[str(c) for c in metadata.classes]} are not exactly "
-            f"{[str(c) for c in MagneticOrdering]}"
+            f"{[str(c) for c in MagneticOrdering]}, in that order (the order the training "
+            "code exports the model's columns in)"
         )
     return metadata
 
@@ -301,6 +306,8 @@ class Predictor:
                 "held-out Materials Project compounds); polymorphs of one formula get one "
                 "estimate, so send the density when it is known"
             )
+        if compound.density_source is not DensitySource.STRUCTURE:
+            found.extend(case_warnings(compound.formula))
         unseen = sorted(set(compound.amounts) - self._elements_seen)
         if unseen:
             found.append(

@@ -55,10 +55,10 @@ POSCAR_NAMES = ("POSCAR", "CONTCAR")
 class StructureLimits:
     """Bounds on a structure; the service takes them from its settings.
 
-    pymatgen's time grows with the square of the sites it builds (measured on the
-    development machine: 2,000 sites take 2.6 s, 3,840 take 2.7 s from 20 CIF sites in a
-    192-operation group, 19,200 would take about a minute), so both what a structure has and
-    what a CIF's symmetry would generate are bounded before pymatgen starts.
+    pymatgen's time grows faster than the sites it builds (``python -m bench.structures`` on
+    the development machine: a P1 CIF of 2,744 sites takes 2.3 s, 20 sites of a
+    192-operation group, 3,840 sites, 2.1 s), so both what a structure has and what a CIF's
+    symmetry would generate are bounded before pymatgen starts.
 
     Attributes:
         max_bytes: Longest structure text, in UTF-8 bytes.

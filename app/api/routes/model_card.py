@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import html
+import re
+from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import FileResponse, HTMLResponse
+from markdown_it import MarkdownIt
 
-from app.api.dependencies import ServiceDep
+from app.api.dependencies import Service, ServiceDep
 from app.api.errors import error_response
 from app.api.schemas import ErrorDetail, ErrorResponse, ModelOut
-from app.core.model_card import DENSITY_DIRNAME, EXPERIMENT_DIRNAME, MODEL_CARD_FILENAME
+from app.core.model_card import (
+    DENSITY_DIRNAME,
+    EXPERIMENT_DIRNAME,
+    HEAD_DIRNAMES,
+    MODEL_CARD_FILENAME,
+)
 
 router = APIRouter(tags=["operations"])
 
@@ -46,18 +56,8 @@ async def model_card(service: ServiceDep) -> ModelOut:
 def model_card_markdown(service: ServiceDep) -> Response:
     """Return the loaded model's human-readable card (Markdown), as written by its training."""
     # A plain def: FastAPI runs it in its thread pool, so the file read never blocks the loop.
-    model_dir = service.settings.model_dir
-    cards = [_read_card(model_dir / MODEL_CARD_FILENAME)]
-    heads = (
-        (EXPERIMENT_DIRNAME, service.predictor.experiment_version is not None),
-        (DENSITY_DIRNAME, service.predictor.density_estimator is not None),
-    )
-    for dirname, loaded in heads:
-        head_card = _read_card(model_dir / dirname / MODEL_CARD_FILENAME) if loaded else None
-        # A head's card follows as its own section, its headings one level down.
-        cards.append(None if head_card is None else "#" + head_card.replace("\n#", "\n##"))
-    found = [card.rstrip() for card in cards if card is not None]
-    if not found:
+    card = combined_card(service)
+    if card is None:
         return error_response(
             status.HTTP_404_NOT_FOUND,
             ErrorDetail(
@@ -67,7 +67,32 @@ def model_card_markdown(service: ServiceDep) -> Response:
                 "`python -m model_training evaluate` have one); see GET /model",
             ),
         )
-    return Response(content="\n\n".join(found) + "\n", media_type="text/markdown; charset=utf-8")
+    return Response(content=card, media_type="text/markdown; charset=utf-8")
+
+
+_RELATIVE_IMAGE = re.compile(r"\]\((?![a-z]+:|/)([^)\s]+)\)")
+
+
+def combined_card(service: Service) -> str | None:
+    """The MP head's card, then each loaded head's as its own section; None without any.
+
+    Image links stay relative to ``/model/`` (where `model_files` serves them), so a head's
+    are prefixed with its directory.
+    """
+    model_dir = service.settings.model_dir
+    cards = [_read_card(model_dir / MODEL_CARD_FILENAME)]
+    heads = (
+        (EXPERIMENT_DIRNAME, service.predictor.experiment_version is not None),
+        (DENSITY_DIRNAME, service.predictor.density_estimator is not None),
+    )
+    for dirname, loaded in heads:
+        head_card = _read_card(model_dir / dirname / MODEL_CARD_FILENAME) if loaded else None
+        if head_card is not None:
+            # A head's card follows as its own section, its headings one level down.
+            head_card = "#" + head_card.replace("\n#", "\n##")
+            cards.append(_RELATIVE_IMAGE.sub(rf"]({dirname}/\1)", head_card))
+    found = [card.rstrip() for card in cards if card is not None]
+    return "\n\n".join(found) + "\n" if found else None
 
 
 def _read_card(path: Path) -> str | None:
@@ -91,3 +116,59 @@ def model_card_markdown_head(service: ServiceDep) -> Response:
     full = model_card_markdown(service)
     headers = {k: v for k, v in full.headers.items() if k.lower() != "content-length"}
     return Response(status_code=full.status_code, headers=headers)
+
+
+@router.get("/model/card.html", response_class=HTMLResponse, include_in_schema=False)
+def model_card_html(service: ServiceDep) -> Response:
+    """The model card as an HTML page, its plots shown (the web page links here)."""
+    card = combined_card(service)
+    if card is None:
+        return model_card_markdown(service)  # the same 404
+    version = html.escape(service.predictor.metadata.model_version)
+    body = _markdown().render(card)
+    page = (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>magorder model card {version}</title>\n"
+        '<link rel="stylesheet" href="/static/style.css">\n</head>\n'
+        '<body class="card">\n<p><a href="/">← magorder</a></p>\n<main>\n'
+        f"{body}</main>\n</body>\n</html>\n"
+    )
+    return HTMLResponse(page)
+
+
+@cache
+def _markdown() -> MarkdownIt:
+    # CommonMark with tables, raw HTML off: the card is the model's, but shown as text only.
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+_MODEL_FILE = re.compile(r"^[A-Za-z0-9_-]+\.png$")
+
+
+@router.get("/model/{name}", include_in_schema=False)
+def model_file(name: str, service: ServiceDep) -> Response:
+    """A plot of the model card (the links in ``GET /model/card`` point here)."""
+    return _model_file(service.settings.model_dir, name)
+
+
+@router.get("/model/{head}/{name}", include_in_schema=False)
+def head_file(head: str, name: str, service: ServiceDep) -> Response:
+    """A plot of a head's card (``/model/experiment/temperature_parity.png``)."""
+    if head not in HEAD_DIRNAMES:
+        return _not_found(f"{head}/{name}")
+    return _model_file(service.settings.model_dir / head, name)
+
+
+def _not_found(name: str) -> Response:
+    return error_response(
+        status.HTTP_404_NOT_FOUND,
+        ErrorDetail(type="not_found", message=f"the model has no file {name!r}"),
+    )
+
+
+def _model_file(directory: Path, name: str) -> Response:
+    path = directory / name
+    if not _MODEL_FILE.fullmatch(name) or not path.is_file():
+        return _not_found(name)
+    return FileResponse(path, media_type="image/png")
