@@ -7,11 +7,13 @@ client (the web page) sees rows arrive and can show how far a large file has got
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,41 +34,80 @@ from app.core.structures import format_of_filename
 router = APIRouter(tags=["prediction"])
 
 _DONE = object()
+_HAND_OVER_WAIT_S = 0.5
+
+logger = logging.getLogger(__name__)
+
+
+class _ReaderGoneError(Exception):
+    """The client went away: nobody reads the chunks any more."""
 
 
 class _ChunkSink(io.StringIO):
-    """A text stream whose every flush hands what was written since to a queue."""
+    """A text stream whose every flush hands what was written since to a bounded queue.
 
-    def __init__(self, chunks: queue.Queue[object]) -> None:
+    Args:
+        chunks: Where the chunks go (bounded: a slow client holds back the screening).
+        abandoned: Set once nobody reads the queue; a hand-over then gives up.
+    """
+
+    def __init__(self, chunks: queue.Queue[object], abandoned: threading.Event) -> None:
         super().__init__()
         self._chunks = chunks
+        self._abandoned = abandoned
+
+    def hand_over(self, item: object) -> None:
+        """Queue an item, waiting for room; raise `_ReaderGoneError` if the reader is gone."""
+        while True:
+            try:
+                self._chunks.put(item, timeout=_HAND_OVER_WAIT_S)
+                return
+            except queue.Full:
+                if self._abandoned.is_set():
+                    raise _ReaderGoneError from None
 
     def flush(self) -> None:
         """Queue what was written since the last flush."""
         written = self.getvalue()
         if written:
-            self._chunks.put(written)
+            self.hand_over(written)
             self.seek(0)
             self.truncate()
 
 
-def _stream(run: Callable[[IO[str]], object]) -> AsyncIterator[str]:
-    """Run ``run(sink)`` in a thread and yield what it flushes, as it flushes it."""
+def stream_flushes(run: Callable[[IO[str]], object]) -> AsyncGenerator[str, None]:
+    """Run ``run(sink)`` in a thread and yield what it flushes, as it flushes it.
+
+    A client that goes away mid-stream closes the iterator; the thread then stops at its next
+    flush instead of waiting for a reader for ever.
+    """
     chunks: queue.Queue[object] = queue.Queue(maxsize=8)
+    abandoned = threading.Event()
 
     def work() -> None:
-        sink = _ChunkSink(chunks)
+        sink = _ChunkSink(chunks, abandoned)
+        end: object = _DONE
         try:
             run(sink)
             sink.flush()
-        finally:
-            chunks.put(_DONE)
+        except _ReaderGoneError:
+            return
+        except Exception as exc:  # handed to the response, which can only cut the stream
+            logger.exception("screening an uploaded table failed")
+            end = exc
+        with contextlib.suppress(_ReaderGoneError):
+            sink.hand_over(end)
 
-    async def produce() -> AsyncIterator[str]:
+    async def produce() -> AsyncGenerator[str, None]:
         threading.Thread(target=work, name="magorder-table", daemon=True).start()
-        while (chunk := await anyio.to_thread.run_sync(chunks.get)) is not _DONE:
-            assert isinstance(chunk, str)  # noqa: S101 - only text and the end mark are queued
-            yield chunk
+        try:
+            while (item := await anyio.to_thread.run_sync(chunks.get)) is not _DONE:
+                if isinstance(item, Exception):
+                    raise item
+                assert isinstance(item, str)  # noqa: S101 - text, an error or the end mark
+                yield item
+        finally:
+            abandoned.set()
 
     return produce()
 
@@ -170,7 +211,7 @@ async def predict_table(request: Request, service: ServiceDep) -> StreamingRespo
             "upload one CSV, or structure files (.cif, POSCAR, .vasp, .json, .xsf), not both"
         )
     return StreamingResponse(
-        _stream(run),
+        stream_flushes(run),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
