@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,14 @@ def tensorflow_startup_noise_hidden() -> Iterator[None]:
     Everything else written to standard error in the block, Python's log lines included, is
     written back when the block ends.
     """
+    sink = _memory_file()
+    if sink is None:
+        logger.debug("no file to hold TensorFlow's start-up lines in: they stay on stderr")
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
+    with sink:
         os.dup2(sink.fileno(), 2)
         try:
             yield
@@ -46,6 +52,23 @@ def tensorflow_startup_noise_hidden() -> Iterator[None]:
             sink.seek(0)
             text = sink.read().decode(errors="replace")
             _replay(text.splitlines(keepends=True))
+
+
+def _memory_file() -> IO[bytes] | None:
+    """A file for standard error that needs no writable directory, if the system has one.
+
+    An in-memory file first (Linux ``memfd``): ``docker run --read-only`` without a tmpfs
+    leaves no writable temporary directory, and the service must still start.
+    """
+    if hasattr(os, "memfd_create"):
+        try:
+            return os.fdopen(os.memfd_create("magorder-stderr"), "w+b")
+        except OSError:
+            pass
+    try:
+        return tempfile.TemporaryFile()
+    except OSError:
+        return None
 
 
 def _replay(lines: list[str]) -> None:
