@@ -20,7 +20,8 @@ from app.api.errors import register_error_handlers
 from app.api.routes import health, model_card, predict, structure, table
 from app.api.startup_refusal import StartupRefusalMiddleware
 from app.config import Settings, describe_settings_error, get_settings
-from app.core.errors import ModelLoadError
+from app.core.errors import StartupRefusedError
+from app.core.model_runtime import check_temporary_directory
 from app.core.predictor import Predictor
 from app.web.page import add_web_page
 
@@ -68,8 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _configure_logging(settings.log_level)
         started = time.perf_counter()
         try:
+            check_temporary_directory()
             predictor = Predictor.load(settings.model_dir, settings.runtime)
-        except ModelLoadError as exc:
+        except StartupRefusedError as exc:
             logger.error("refusing to start: %s", exc)
             raise
         metadata = predictor.metadata

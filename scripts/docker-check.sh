@@ -11,7 +11,8 @@
 # 5. `docker run` as docker-compose.yml runs it, then `docker-compose up`, each checked:
 #    /health 200 with the committed model's (and experiment head's) version, a prediction
 #    with its experiment object, a 422, uid 10001, a
-#    read-only root, "healthy", and a clean stop within the grace period.
+#    read-only root, "healthy", and a clean stop within the grace period; then a run with
+#    no writable place at all (no tmpfs), which must refuse to start in one line.
 # Everything is removed at the end, whatever happened: containers, the daemon, its bridges.
 set -euo pipefail
 
@@ -250,6 +251,24 @@ before=$(date +%s.%N)
 "$DOCKER" stop --time "$STOP_GRACE_S" "$CONTAINER" >/dev/null
 check_clean_stop "$CONTAINER" "$(since "$before")"
 "$DOCKER" rm "$CONTAINER" >/dev/null
+
+# Read-only everywhere, not even a tmpfs: TensorFlow cannot be imported without a writable
+# temporary directory, so the service must refuse in one line, not die in a traceback.
+step "docker run $IMAGE read-only without any tmpfs: a one-line refusal"
+CURRENT_LOG="$DOCKER logs $CONTAINER-no-tmp"
+"$DOCKER" run --detach --name "$CONTAINER-no-tmp" --read-only "$IMAGE" >/dev/null
+for _ in $(seq 1 60); do
+  [ "$("$DOCKER" inspect --format '{{.State.Running}}' "$CONTAINER-no-tmp")" = true ] || break
+  sleep 1
+done
+refusal=$("$DOCKER" logs "$CONTAINER-no-tmp" 2>&1)
+if ! echo "$refusal" | grep -q 'refusing to start: no writable temporary directory' \
+  || echo "$refusal" | grep -q Traceback; then
+  echo "$refusal" >&2
+  fail "without a writable /tmp the service did not refuse in one line"
+fi
+step "  $(echo "$refusal" | grep -o 'refusing to start: no writable temporary directory[^(]*')"
+"$DOCKER" rm --force "$CONTAINER-no-tmp" >/dev/null
 
 PORT=$(free_port)
 export MAGORDER_PORT=$PORT

@@ -6,11 +6,11 @@ import sys
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import ModelLoadError
+from app.core.errors import StartupRefusedError
 
 
 class StartupRefusalMiddleware:
-    """Keep the traceback of a `ModelLoadError` out of the server's start-up failure.
+    """Keep the traceback of a `StartupRefusedError` out of the server's start-up failure.
 
     The lifespan logs ``refusing to start: <reason>`` and re-raises; Starlette then hands the
     server the whole traceback to print. For this expected failure the logged line says it
@@ -33,7 +33,7 @@ class StartupRefusalMiddleware:
             # Starlette sends this from the `except` block of the failed start-up, so the
             # exception being handled is the cause.
             if message["type"] == "lifespan.startup.failed" and isinstance(
-                sys.exception(), ModelLoadError
+                sys.exception(), StartupRefusedError
             ):
                 message = {"type": "lifespan.startup.failed", "message": ""}
             await send(message)

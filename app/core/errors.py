@@ -59,10 +59,22 @@ class BatchTooLargeError(MagorderError):
     code = "batch_too_large"
 
 
-class ModelLoadError(MagorderError):
+class StartupRefusedError(MagorderError):
+    """The service cannot start as configured; the message says what to change."""
+
+    code = "startup_refused"
+
+
+class ModelLoadError(StartupRefusedError):
     """The model directory is missing, corrupt, or does not match this code's feature layout."""
 
     code = "model_load_failed"
+
+
+class NoTemporaryDirectoryError(StartupRefusedError):
+    """No writable temporary directory: TensorFlow needs one the moment it is imported."""
+
+    code = "no_temporary_directory"
 
 
 class ModelNotReadyError(MagorderError):

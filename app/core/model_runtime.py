@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.core.errors import ModelLoadError
+from app.core.errors import ModelLoadError, NoTemporaryDirectoryError
 from app.core.features import DENSITY_INDEX, N_ELEMENTS, N_FEATURES, FeatureMatrix
 from app.core.native_stderr import tensorflow_startup_noise_hidden
 
@@ -200,6 +201,26 @@ def _compile_litert(saved_model_dir: Path, reference: _TensorFlowSignature) -> _
             f"(at most {LITERT_TOLERANCE:g} allowed, relative above 1)"
         )
     return compiled
+
+
+def check_temporary_directory() -> None:
+    """Refuse to go on without a writable temporary directory, in words, not a traceback.
+
+    TensorFlow asks for one while it is imported (absl's test helpers call
+    ``tempfile.gettempdir()``), so without one the service cannot load its model at all.
+
+    Raises:
+        NoTemporaryDirectoryError: No candidate (``TMPDIR``, /tmp, /var/tmp, the working
+            directory) is writable.
+    """
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError as exc:
+        raise NoTemporaryDirectoryError(
+            "no writable temporary directory (TensorFlow needs one to load): give the "
+            "container one (docker run --tmpfs /tmp, as docker-compose.yml does) or set "
+            f"TMPDIR to a writable directory ({exc.strerror})"
+        ) from None
 
 
 def load_signature(
