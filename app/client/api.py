@@ -26,20 +26,9 @@ import pandas as pd
 
 from app.api.schemas import BatchResult
 from app.client.backends import Backend, LocalBackend, RemoteBackend
-from app.client.columns import ADDED_COLUMNS, CLASSES, EXPERIMENT_PREFIX, result_cells
+from app.client.columns import ADDED_COLUMNS, NUMERIC_COLUMNS, result_cells
 from app.core.batch import CompoundQuery
 from app.core.structures import StructureFormat, format_of_filename
-
-_NUMERIC_COLUMNS = (
-    *(f"p_{ordering.value}" for ordering in CLASSES),
-    "density_used",
-    f"{EXPERIMENT_PREFIX}p_FM",
-    f"{EXPERIMENT_PREFIX}p_AFM",
-    f"{EXPERIMENT_PREFIX}p_NM",
-    f"{EXPERIMENT_PREFIX}temperature_K",
-    f"{EXPERIMENT_PREFIX}temperature_low_K",
-    f"{EXPERIMENT_PREFIX}temperature_high_K",
-)
 
 
 def _as_list(values: Any, n: int | None, what: str) -> list[Any]:
@@ -90,7 +79,7 @@ def results_frame(results: Sequence[BatchResult], inputs: pd.DataFrame) -> pd.Da
         columns=list(ADDED_COLUMNS),
         index=inputs.index,
     )
-    for column in _NUMERIC_COLUMNS:
+    for column in NUMERIC_COLUMNS:
         added[column] = pd.to_numeric(added[column].replace("", None), errors="coerce")
     return pd.concat([inputs, added], axis=1)
 

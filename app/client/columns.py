@@ -36,6 +36,13 @@ ADDED_COLUMNS = (
     "error",
 )
 """The columns the command adds after every input column."""
+NUMERIC_COLUMNS = (
+    *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
+    "density_used",
+    *(f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{o.value}" for o in EXPERIMENT_CLASSES),
+    *(column for column in EXPERIMENT_COLUMNS if column.endswith("_K")),
+)
+"""The added columns that hold numbers (a DataFrame gives them as floats)."""
 
 
 def _probability(value: float) -> str:
