@@ -9,13 +9,13 @@ CONSTRAINTS := constraints.txt
 # The snapshot the bundled model is trained on (not part of the repository).
 DATA ?= ../shared/data/mp_magnetic_ordering.csv
 # Version of the bundled model: bump it with every retrained model that is committed.
-MODEL_VERSION ?= 1.1.0
+MODEL_VERSION ?= 1.2.0
 # The reported Curie and Néel temperatures the experiment head is trained on (not part of the
 # repository either), and the version of the bundled experiment head.
 EXPERIMENT_DATA ?= ../shared/data/experimental_magnetic.csv
 EXPERIMENT_VERSION ?= 1.0.0
 # Version of the bundled density estimator (trained on $(DATA), for formulas sent without one).
-DENSITY_VERSION ?= 1.0.0
+DENSITY_VERSION ?= 1.0.1
 
 .PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model experiment-model density-model lock clean
 
@@ -35,9 +35,13 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@ $(VENV)/.installed-serve $(VENV)/.installed-train
 
+# The image's own flags (see Dockerfile): SIGTERM waits at most 20 s for requests in flight,
+# idle keep-alive connections close after 5 s, and past 256 open connections uvicorn answers 503.
+UVICORN_FLAGS ?= --timeout-graceful-shutdown 20 --limit-concurrency 256 --timeout-keep-alive 5
+
 ## serve: set up and run the service on the committed model (http://$(HOST):$(PORT))
 serve: $(VENV)/.installed-serve
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 ## test: set up, then lint, type-check and run the test suite
 test: lint typecheck unit

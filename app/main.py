@@ -17,6 +17,7 @@ from app import __version__
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.dependencies import Service
 from app.api.errors import register_error_handlers
+from app.api.head_requests import HeadAsGetMiddleware
 from app.api.routes import health, model_card, predict, structure, table
 from app.api.startup_refusal import StartupRefusalMiddleware
 from app.config import Settings, describe_settings_error, get_settings
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
     app.add_middleware(StartupRefusalMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
     app.include_router(predict.router)
     app.include_router(structure.router)
     app.include_router(table.router)

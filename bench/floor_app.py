@@ -38,6 +38,7 @@ _CONSTANT = PredictionOut(
     density_source=DensitySource.GIVEN,
     prediction=MagneticOrdering.AFM,
     probabilities=dict.fromkeys(MagneticOrdering, 0.25),
+    magnetic_probability=0.75,
     model_version="floor",
     warnings=[],
 )

@@ -243,6 +243,41 @@ def _vector_scaling_result(
     return _result(name, description, scaled, validation, test)
 
 
+BLEND_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+"""The networks' shares of the blended logits tried on the validation rows."""
+
+
+def _blend_result(
+    name: str,
+    networks: _Variant,
+    trees: _Variant,
+    validation: Labels,
+    test: Labels,
+) -> AblationResult:
+    """The networks' logits and the trees' log-probabilities, blended; the share by validation."""
+
+    def blended(weight: float) -> _Variant:
+        return _Variant(
+            weight * networks.validation + (1 - weight) * trees.validation,
+            weight * networks.test + (1 - weight) * trees.test,
+        )
+
+    scores = {
+        weight: score(validation, blended(weight).validation.argmax(axis=1)).macro_f1
+        for weight in BLEND_WEIGHTS
+    }
+    weight = max(scores, key=lambda w: (scores[w], w))
+    logger.info("%s: network share %.1f (validation macro-F1 by share %s)", name, weight, scores)
+    return _temperature_result(
+        name,
+        f"the default networks' logits blended {weight:g} : {1 - weight:g} with LightGBM's "
+        "log-probabilities (share chosen on validation)",
+        blended(weight),
+        validation,
+        test,
+    )
+
+
 def run_ablation(
     data: LabelledData,
     split: Split,
@@ -350,6 +385,7 @@ def run_ablation(
             y_val,
             y_test,
         ),
+        _blend_result("magorder + trees", ensemble, lightgbm, y_val, y_test),
     ]
 
 

@@ -356,6 +356,64 @@ def with_probabilities(logits_model: keras.Model, temperature: float = 1.0) -> k
     return keras.Model(features, probabilities, name="magorder_served")
 
 
+@keras.saving.register_keras_serializable(package="magorder")
+class MemberSpread(keras.layers.Layer):  # type: ignore[misc]
+    """How far ensemble members disagree: members' logits to ``(n, 1)``.
+
+    Each member's logits go through the same temperature softmax as the served answer; the
+    spread is, over the classes, the widest range of the members' probabilities of one class.
+
+    Args:
+        temperature: The calibration temperature.
+        **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(self, *, temperature: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, member_logits: list[Any]) -> Any:
+        """Return the ``(n, 1)`` spread of a list of ``(n, classes)`` logits."""
+        ops = keras.ops
+        members = ops.stack(
+            [ops.softmax(logits / self.temperature, axis=-1) for logits in member_logits], axis=1
+        )
+        ranges = ops.max(members, axis=1) - ops.min(members, axis=1)
+        return ops.max(ranges, axis=-1, keepdims=True)
+
+    def compute_output_shape(
+        self, input_shapes: list[tuple[int | None, ...]]
+    ) -> tuple[int | None, ...]:
+        """Return ``(n, 1)``."""
+        return (input_shapes[0][0], 1)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the layer's configuration for Keras serialisation."""
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def with_probabilities_and_spread(
+    members: tuple[keras.Model, ...], temperature: float
+) -> keras.Model:
+    """The served model of an ensemble: probabilities of the mean logits, and the spread.
+
+    Args:
+        members: Logits models from `build_logits_model`, trained (one gives a spread of 0).
+        temperature: The calibration temperature.
+
+    Returns:
+        A model mapping ``(n, 119)`` features to ``(n, 5)``: the four calibrated
+        probabilities, then the members' spread (`MemberSpread`).
+    """
+    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    logits = [member(features) for member in members]
+    mean = logits[0] if len(logits) == 1 else keras.layers.Average(name="mean_logits")(logits)
+    probabilities = TemperatureSoftmax(temperature=temperature, name="probabilities")(mean)
+    spread = MemberSpread(temperature=temperature, name="member_spread")(logits)
+    outputs = keras.layers.Concatenate(name="outputs")([probabilities, spread])
+    return keras.Model(features, outputs, name="magorder_served")
+
+
 def build_model(config: ModelConfig) -> keras.Model:
     """Build an untrained served model (placeholder and tests): features to probabilities.
 

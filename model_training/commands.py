@@ -24,7 +24,7 @@ from model_training.experiment.export import export_experiment_head
 from model_training.experiment.network import ExperimentConfig
 from model_training.experiment.report import metrics_summary as experiment_metrics
 from model_training.experiment.report import write_experiment_card
-from model_training.export import export_network
+from model_training.export import export_network, network_training_config
 from model_training.fetch import FetchResult, fetch_snapshot, read_api_key
 from model_training.metrics import score
 from model_training.report import metrics_summary, write_model_card
@@ -347,34 +347,33 @@ def evaluate(args: argparse.Namespace, *, command_line: str) -> str:
         on_stage=lambda stage: logger.info("== %s", stage),
     )
     metrics = metrics_summary(evaluation)
-    network = evaluation.network
+    network = evaluation.head.network
+    temperature = evaluation.head.temperature
+    seed_training = None if seed_config is None else seed_config.to_dict()
     training = {
-        "model": network.model_config.to_dict(),
-        "training": network.train_config.to_dict(),
-        "seed_preset_training": None if seed_config is None else seed_config.to_dict(),
-        "best_epochs": network.best_epochs,
-        "epochs_run": network.epochs_run,
-        "validation_macro_f1": network.validation_macro_f1,
-        "fit_seconds": round(network.seconds, 1),
-        "strategy": network.strategy,
+        **network_training_config(network),
+        "temperature": temperature,
+        "seed_preset_training": seed_training,
     }
+    description = (
+        "magorder network: element fractions, fraction-weighted element properties, "
+        "volume per atom and a charge-balance estimate of the transition metals' d-electron "
+        "count, computed in the graph from the 119-vector; then the mean logits of "
+        f"{network.model_config.ensemble_size} MLPs trained with class weights on "
+        "Materials Project labels mixed with a LightGBM teacher's out-of-fold "
+        "probabilities, selected on validation macro-F1, temperature-scaled. Figures are "
+        "on a test split grouped by reduced formula; see MODEL_CARD.md."
+    )
     export_network(
         network,
-        temperature=evaluation.calibration.temperature,
+        temperature=temperature,
+        confidence=evaluation.confidence.rule,
         train=data.subset(split.train),
         model_dir=args.model_dir,
         model_version=args.version,
-        description=(
-            "magorder network: element fractions, fraction-weighted element properties, "
-            "volume per atom and a charge-balance estimate of the transition metals' d-electron "
-            "count, computed in the graph from the 119-vector; then the mean logits of "
-            f"{network.model_config.ensemble_size} MLPs trained with class weights on "
-            "Materials Project labels mixed with a LightGBM teacher's out-of-fold "
-            "probabilities, selected on validation macro-F1, temperature-scaled. Figures are "
-            "on a test split grouped by reduced formula; see MODEL_CARD.md."
-        ),
+        description=description,
         metrics=metrics,
-        extra_config={"command": command_line},
+        extra_config={"command": command_line, "seed_preset_training": seed_training},
     )
     card = write_model_card(
         evaluation,

@@ -17,10 +17,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pymatgen.core.periodic_table import Element
 
 from app.core.features import featurize, parse_formula
-from app.core.model_card import MagneticOrdering
+from app.core.model_card import ConfidenceRule, MagneticOrdering
 from model_training.baselines import GradientBoostedTrees, MajorityBaseline
+from model_training.confidence import (
+    RuleFigures,
+    choose_rule,
+    measure_rule,
+    member_spread,
+    with_test_figures,
+)
 from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import CLASSES, RULE_LABEL_PREFIX, CleaningReport, LabelledData
 from model_training.metrics import (
@@ -62,6 +70,41 @@ WELL_KNOWN_COMPOUNDS: tuple[tuple[str, float, str], ...] = (
 """Textbook compounds with a density and the ordering known from experiment."""
 
 ERROR_SAMPLE_SIZE = 25
+DENSITY_FACTORS: tuple[float, ...] = (0.7, 0.9, 1.1, 1.3)
+"""Densities the answers are recomputed at, as multiples of the real one."""
+MAGNETIC_CLASSES: tuple[str, str] = ("NM", "magnetic")
+"""Magnetic against non-magnetic: NM, and FM, FiM and AFM together."""
+LABEL_NOISE_EXAMPLES = 12
+
+
+@dataclass(frozen=True)
+class ServedHead:
+    """The ``magorder`` network with its calibration temperature, as it is exported.
+
+    Attributes:
+        network: The trained ensemble.
+        temperature: Divides the mean logits (and each member's) before the softmax.
+    """
+
+    network: TrainedNetwork
+    temperature: float
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        """The ensemble members, by name."""
+        return tuple(member.name for member in self.network.members)
+
+    def probabilities(self, features: npt.NDArray[np.float32]) -> Probabilities:
+        """The calibrated probabilities of raw feature rows."""
+        return probabilities_from_logits(self.network.logits(features), self.temperature)
+
+    def spread(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The members' spread of raw feature rows (`member_spread`)."""
+        members = [
+            probabilities_from_logits(logits, self.temperature)
+            for logits in self.network.member_logits(features)
+        ]
+        return member_spread(np.stack(members, axis=1))
 
 
 @dataclass(frozen=True)
@@ -75,6 +118,9 @@ class ModelResult:
         by_label_source: Scores on the test rows of each ``label_source``.
         without_rule_labels: Scores on the test rows whose label is not a ``rule_*`` label.
         mp_prior: Scores with rows reweighted to Materials Project's class prior.
+        magnetic: Magnetic against NM (`MAGNETIC_CLASSES`), the answer magnetic when
+            P(NM) < 0.5.
+        magnetic_mp_prior: The same, reweighted to Materials Project's class prior.
         probabilities: ``(n_test, 4)`` test probabilities.
     """
 
@@ -84,7 +130,65 @@ class ModelResult:
     by_label_source: dict[str, Scores]
     without_rule_labels: Scores
     mp_prior: Scores
+    magnetic: Scores
+    magnetic_mp_prior: Scores
     probabilities: Probabilities = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """The unsure-answer rule of the served head, and how it fares.
+
+    Attributes:
+        rule: The thresholds (chosen on validation) with the test accuracies they quote.
+        validation: Its figures on the validation rows.
+        test: Its figures on the test rows.
+        spread_quartiles: The 25 %, 50 % and 75 % quantiles of the members' spread on test.
+    """
+
+    rule: ConfidenceRule
+    validation: RuleFigures
+    test: RuleFigures
+    spread_quartiles: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class DensityEffect:
+    """What the density changes in the served head's answers, on the test rows.
+
+    Attributes:
+        changed: Per factor in `DENSITY_FACTORS`, the share of test answers that change when
+            every density is multiplied by it.
+        well_known_changed: Per factor, how many of the well-known compounds change answer.
+        polymorph_formulas: Test formulas with several rows (polymorphs).
+        labels_differ: Of those, how many carry different labels on their polymorphs.
+        answers_differ: Of those, how many get different answers for their polymorphs.
+        both_differ: Formulas whose labels differ and whose answers differ too.
+    """
+
+    changed: dict[float, float]
+    well_known_changed: dict[float, int]
+    polymorph_formulas: int
+    labels_differ: int
+    answers_differ: int
+    both_differ: int
+
+
+@dataclass(frozen=True)
+class LabelNoise:
+    """Test labels the composition cannot explain: magnetic, with no d or f element at all.
+
+    Attributes:
+        rows: Magnetic-labelled test rows whose elements are all s- or p-block.
+        called_nm: How many of them the served head calls NM.
+        magnetic_rows: All magnetic-labelled test rows, for scale.
+        examples: Some of them, most confident NM answers first.
+    """
+
+    rows: int
+    called_nm: int
+    magnetic_rows: int
+    examples: pd.DataFrame = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,7 +225,10 @@ class Evaluation:
         errors: A sample of ``magorder``'s misclassified test rows.
         error_summary: What the misclassified rows have in common.
         well_known: ``magorder``'s answers for textbook compounds.
-        network: The trained ``magorder`` network.
+        head: The trained ``magorder`` network with its temperature.
+        confidence: The unsure-answer rule and how it fares.
+        density_effect: What the density changes in the answers.
+        label_noise: Test labels the composition cannot explain.
     """
 
     data: CleaningReport
@@ -132,7 +239,10 @@ class Evaluation:
     errors: pd.DataFrame
     error_summary: dict[str, Any]
     well_known: list[dict[str, Any]]
-    network: TrainedNetwork = field(repr=False)
+    head: ServedHead = field(repr=False)
+    confidence: Confidence
+    density_effect: DensityEffect
+    label_noise: LabelNoise
 
     def result(self, name: str) -> ModelResult:
         """Return the result of the model called ``name``."""
@@ -149,13 +259,21 @@ def _score_model(
         for source in sorted(set(sources))
     }
     exact = ~test.rows["label_source"].str.startswith(RULE_LABEL_PREFIX).to_numpy()
+    nm = CLASSES.index(MagneticOrdering.NM)
+    is_magnetic = (test.labels != nm).astype(np.int64)
+    called_magnetic = (probabilities[:, nm] < 0.5).astype(np.int64)
+    weights = prior_weights(test.labels)
     result = ModelResult(
         name=name,
         description=description,
         test=score(test.labels, predicted),
         by_label_source=by_source,
         without_rule_labels=score(test.labels[exact], predicted[exact]),
-        mp_prior=score(test.labels, predicted, sample_weight=prior_weights(test.labels)),
+        mp_prior=score(test.labels, predicted, sample_weight=weights),
+        magnetic=score(is_magnetic, called_magnetic, classes=MAGNETIC_CLASSES),
+        magnetic_mp_prior=score(
+            is_magnetic, called_magnetic, sample_weight=weights, classes=MAGNETIC_CLASSES
+        ),
         probabilities=probabilities,
     )
     per_class = ", ".join(f"{c} {s.f1:.3f}" for c, s in result.test.per_class.items())
@@ -299,20 +417,28 @@ def analyse_errors(
     return sample[columns].reset_index(drop=True), summary
 
 
-def predict_well_known(network: TrainedNetwork, temperature: float) -> list[dict[str, Any]]:
-    """Return the network's answer for each of `WELL_KNOWN_COMPOUNDS`.
+def _well_known_features(density_factor: float = 1.0) -> npt.NDArray[np.float32]:
+    return np.stack(
+        [
+            featurize(formula, density * density_factor)
+            for formula, density, _ in WELL_KNOWN_COMPOUNDS
+        ]
+    )
+
+
+def predict_well_known(head: ServedHead) -> list[dict[str, Any]]:
+    """Return the served head's answer for each of `WELL_KNOWN_COMPOUNDS`.
 
     Args:
-        network: The trained network.
-        temperature: Its calibration temperature.
+        head: The served head, calibrated.
 
     Returns:
-        Formula, density, the experimental ordering, the prediction and its probability.
+        Formula, density, the experimental ordering, the prediction, its probability, P(NM)
+        and the members' spread.
     """
-    features = np.stack(
-        [featurize(formula, density) for formula, density, _ in WELL_KNOWN_COMPOUNDS]
-    )
-    probabilities = probabilities_from_logits(network.logits(features), temperature)
+    features = _well_known_features()
+    probabilities = head.probabilities(features)
+    spreads = head.spread(features)
     return [
         {
             "formula": formula,
@@ -321,11 +447,126 @@ def predict_well_known(network: TrainedNetwork, temperature: float) -> list[dict
             "predicted": str(CLASSES[int(row.argmax())]),
             "probability": round(float(row.max()), 3),
             "p_nm": round(float(row[CLASSES.index(MagneticOrdering.NM)]), 3),
+            "member_spread": round(float(spread), 3),
         }
-        for (formula, density, expected), row in zip(
-            WELL_KNOWN_COMPOUNDS, probabilities, strict=True
+        for (formula, density, expected), row, spread in zip(
+            WELL_KNOWN_COMPOUNDS, probabilities, spreads, strict=True
         )
     ]
+
+
+def measure_confidence(
+    head: ServedHead, validation: LabelledData, test: LabelledData
+) -> Confidence:
+    """Choose the unsure-answer rule on the validation rows and measure it on the test rows.
+
+    Args:
+        head: The served head, calibrated.
+        validation: Rows the thresholds are chosen on.
+        test: Rows they are measured on.
+
+    Returns:
+        The rule and its figures.
+    """
+    figures = []
+    for rows in (validation, test):
+        figures.append((head.probabilities(rows.features), head.spread(rows.features), rows.labels))
+    rule = choose_rule(*figures[0], members=head.member_names)
+    on_validation = measure_rule(rule, *figures[0])
+    on_test = measure_rule(rule, *figures[1])
+    quartiles = np.quantile(figures[1][1], [0.25, 0.5, 0.75])
+    logger.info(
+        "unsure answers: margin < %.2f or spread > %s; on test %.1f%% flagged, accuracy "
+        "%.3f flagged against %.3f unflagged",
+        rule.margin_below,
+        rule.spread_above,
+        100 * on_test.flagged,
+        on_test.flagged_accuracy or float("nan"),
+        on_test.unflagged_accuracy or float("nan"),
+    )
+    return Confidence(
+        rule=with_test_figures(rule, on_test),
+        validation=on_validation,
+        test=on_test,
+        spread_quartiles=(float(quartiles[0]), float(quartiles[1]), float(quartiles[2])),
+    )
+
+
+def measure_density_effect(head: ServedHead, test: LabelledData) -> DensityEffect:
+    """Recompute the test answers at other densities; compare the answers of polymorphs.
+
+    Args:
+        head: The served head, calibrated.
+        test: The test rows.
+
+    Returns:
+        What the density changes.
+    """
+    answers = head.probabilities(test.features).argmax(axis=1)
+    well_known = head.probabilities(_well_known_features()).argmax(axis=1)
+    changed, well_known_changed = {}, {}
+    for factor in DENSITY_FACTORS:
+        scaled = test.features.copy()
+        scaled[:, -1] *= factor
+        changed[factor] = float((head.probabilities(scaled).argmax(axis=1) != answers).mean())
+        moved = head.probabilities(_well_known_features(factor)).argmax(axis=1)
+        well_known_changed[factor] = int((moved != well_known).sum())
+    rows = pd.DataFrame(
+        {
+            "formula": test.rows["reduced_formula"].to_numpy(),
+            "label": test.labels,
+            "answer": answers,
+        }
+    )
+    polymorphs = rows.groupby("formula").filter(lambda group: len(group) > 1)
+    per_formula = polymorphs.groupby("formula").agg(
+        labels=("label", "nunique"), answers=("answer", "nunique")
+    )
+    return DensityEffect(
+        changed=changed,
+        well_known_changed=well_known_changed,
+        polymorph_formulas=len(per_formula),
+        labels_differ=int((per_formula["labels"] > 1).sum()),
+        answers_differ=int((per_formula["answers"] > 1).sum()),
+        both_differ=int(((per_formula["labels"] > 1) & (per_formula["answers"] > 1)).sum()),
+    )
+
+
+def find_label_noise(test: LabelledData, probabilities: Probabilities) -> LabelNoise:
+    """Find the magnetic test labels on compounds of s- and p-block elements only.
+
+    Args:
+        test: The test rows.
+        probabilities: The served head's probabilities of them.
+
+    Returns:
+        How many there are, how many the head calls NM, and examples.
+    """
+    nm = CLASSES.index(MagneticOrdering.NM)
+    magnetic = test.labels != nm
+    no_moment = np.asarray(
+        [
+            all(Element(symbol).block in "sp" for symbol in parse_formula(formula)[1])
+            for formula in test.rows["reduced_formula"]
+        ]
+    )
+    suspect = magnetic & no_moment
+    examples = (
+        test.rows.loc[suspect, ["formula_pretty", "density", "label_source"]]
+        .assign(
+            label=[str(CLASSES[i]) for i in test.labels[suspect]],
+            p_nm=probabilities[suspect, nm].round(3),
+        )
+        .sort_values("p_nm", ascending=False)
+        .head(LABEL_NOISE_EXAMPLES)
+        .reset_index(drop=True)
+    )
+    return LabelNoise(
+        rows=int(suspect.sum()),
+        called_nm=int((probabilities[suspect].argmax(axis=1) == nm).sum()),
+        magnetic_rows=int(magnetic.sum()),
+        examples=examples,
+    )
 
 
 def run_evaluation(
@@ -410,6 +651,7 @@ def run_evaluation(
         verbose=verbose,
     )
     calibration = calibrate(network, validation, test)
+    head = ServedHead(network, calibration.temperature)
     ours = calibration.probabilities
     results.append(
         _score_model(
@@ -454,6 +696,9 @@ def run_evaluation(
         leakage=leakage,
         errors=errors,
         error_summary=error_summary,
-        well_known=predict_well_known(network, calibration.temperature),
-        network=network,
+        well_known=predict_well_known(head),
+        head=head,
+        confidence=measure_confidence(head, validation, test),
+        density_effect=measure_density_effect(head, test),
+        label_noise=find_label_noise(test, ours),
     )

@@ -23,6 +23,7 @@ from app.core.features import (
 from app.core.model_card import (
     HEAD_DIRNAMES,
     SAVED_MODEL_DIRNAME,
+    ConfidenceRule,
     DensityMetadata,
     ExperimentMetadata,
     MagneticOrdering,
@@ -30,7 +31,7 @@ from app.core.model_card import (
     hash_directory,
     write_metadata,
 )
-from model_training.architecture import with_probabilities
+from model_training.architecture import with_probabilities, with_probabilities_and_spread
 from model_training.data import LabelledData
 from model_training.train import TrainedNetwork
 
@@ -107,35 +108,18 @@ def elements_and_density_range(
     return tuple(symbols[i] for i in present), (float(density.min()), float(density.max()))
 
 
-def export_network(
-    network: TrainedNetwork,
+def _mp_metadata(
     *,
-    temperature: float,
     train: LabelledData,
-    model_dir: Path,
     model_version: str,
     description: str,
     metrics: dict[str, Any],
-    extra_config: dict[str, Any] | None = None,
-) -> Path:
-    """Export a trained network, with its temperature, as the served model directory.
-
-    Args:
-        network: The trained network (logits).
-        temperature: Calibration temperature built into the served probabilities.
-        train: The rows it was trained on: its elements and density range go into the card,
-            the service warns outside them.
-        model_dir: Destination; replaced if it exists.
-        model_version: Version of this model.
-        description: One paragraph for the model card.
-        metrics: Evaluation figures (``macro_f1`` first among them).
-        extra_config: More configuration to record (split, strategy, timing).
-
-    Returns:
-        ``model_dir``.
-    """
+    training_config: dict[str, Any],
+    confidence: ConfidenceRule | None = None,
+) -> ModelMetadata:
+    """The card of a Materials Project head trained on ``train``."""
     elements, density_range = elements_and_density_range(train.features)
-    metadata = ModelMetadata(
+    return ModelMetadata(
         model_version=model_version,
         trained=True,
         description=description,
@@ -146,19 +130,72 @@ def export_network(
         elements_seen=elements,
         density_range=density_range,
         metrics=metrics,
-        training_config={
-            "model": network.model_config.to_dict(),
-            "training": network.train_config.to_dict(),
-            "temperature": temperature,
-            "best_epochs": network.best_epochs,
-            "epochs_run": network.epochs_run,
-            "validation_macro_f1": network.validation_macro_f1,
-            "fit_seconds": round(network.seconds, 1),
-            "strategy": network.strategy,
-            **(extra_config or {}),
-        },
+        training_config=training_config,
         data_snapshot_sha256=train.report.sha256,
         data_card=train.report.to_dict(),
         tensorflow_version=tf.__version__,
+        confidence=confidence,
     )
-    return export_model(with_probabilities(network.logits_model, temperature), metadata, model_dir)
+
+
+def network_training_config(network: TrainedNetwork) -> dict[str, Any]:
+    """How a network was fitted, for the card's training configuration."""
+    return {
+        "model": network.model_config.to_dict(),
+        "training": network.train_config.to_dict(),
+        "best_epochs": network.best_epochs,
+        "epochs_run": network.epochs_run,
+        "validation_macro_f1": network.validation_macro_f1,
+        "fit_seconds": round(network.seconds, 1),
+        "strategy": network.strategy,
+    }
+
+
+def export_network(
+    network: TrainedNetwork,
+    *,
+    temperature: float,
+    train: LabelledData,
+    model_dir: Path,
+    model_version: str,
+    description: str,
+    metrics: dict[str, Any],
+    extra_config: dict[str, Any] | None = None,
+    confidence: ConfidenceRule | None = None,
+) -> Path:
+    """Export a trained network, with its temperature, as the served model directory.
+
+    Args:
+        network: The trained network (logits; an ensemble of one member or more).
+        temperature: Calibration temperature built into the served probabilities.
+        train: The rows it was trained on: its elements and density range go into the card,
+            the service warns outside them.
+        model_dir: Destination; replaced if it exists.
+        model_version: Version of this model.
+        description: One paragraph for the model card.
+        metrics: Evaluation figures (``macro_f1`` first among them).
+        extra_config: More configuration to record (split, strategy, timing).
+        confidence: The unsure-answer rule: with it, the model outputs the members' spread as
+            a fifth column (`with_probabilities_and_spread`); without, the four probabilities.
+
+    Returns:
+        ``model_dir``.
+    """
+    metadata = _mp_metadata(
+        train=train,
+        model_version=model_version,
+        description=description,
+        metrics=metrics,
+        training_config={
+            **network_training_config(network),
+            "temperature": temperature,
+            **(extra_config or {}),
+        },
+        confidence=confidence,
+    )
+    served = (
+        with_probabilities(network.logits_model, temperature)
+        if confidence is None
+        else with_probabilities_and_spread(network.members, temperature)
+    )
+    return export_model(served, metadata, model_dir)

@@ -154,7 +154,16 @@ def _plot_reliability(evaluation: Evaluation, path: Path) -> None:
     ):
         confidence, accuracy, _ = zip(*bins, strict=True)
         axis.plot(confidence, accuracy, marker="o", markersize=3, label=label)
-    axis.set_xlabel("confidence (top probability)")
+    for mean_confidence, bin_accuracy, rows in calibration.bins_after:
+        axis.annotate(
+            str(rows),
+            (mean_confidence, bin_accuracy),
+            textcoords="offset points",
+            xytext=(0, 5),
+            fontsize=6,
+            ha="center",
+        )
+    axis.set_xlabel("confidence (top probability); numbers: test rows per bin")
     axis.set_ylabel("accuracy")
     axis.set_title("magorder reliability, test split")
     axis.legend(fontsize=8)
@@ -203,6 +212,36 @@ def metrics_summary(evaluation: Evaluation) -> dict[str, Any]:
             if r.name != "magorder"
         },
         "leakage_macro_f1": evaluation.leakage,
+        "magnetic_vs_nm": {
+            "rule": "magnetic when P(NM) < 0.5",
+            "snapshot": _binary_summary(ours.magnetic),
+            "mp_prior_reweighted": _binary_summary(ours.magnetic_mp_prior),
+        },
+        "confidence": {
+            "validation": evaluation.confidence.validation.to_dict(),
+            "test": evaluation.confidence.test.to_dict(),
+            "spread_quartiles": evaluation.confidence.spread_quartiles,
+        },
+        "density_effect": {
+            "answers_changed_by_density_factor": {
+                f"{k:g}": v for k, v in evaluation.density_effect.changed.items()
+            },
+            "polymorph_formulas": evaluation.density_effect.polymorph_formulas,
+            "labels_differ": evaluation.density_effect.labels_differ,
+            "answers_differ": evaluation.density_effect.answers_differ,
+        },
+    }
+
+
+def _binary_summary(scores: Scores) -> dict[str, float]:
+    magnetic = scores.per_class["magnetic"]
+    return {
+        "precision": magnetic.precision,
+        "recall": magnetic.recall,
+        "f1": magnetic.f1,
+        "nm_precision": scores.per_class["NM"].precision,
+        "nm_recall": scores.per_class["NM"].recall,
+        "accuracy": scores.accuracy,
     }
 
 
@@ -274,6 +313,10 @@ def write_model_card(
         "`app/core/features.py`). Every figure below was measured in one run of "
         f"`{command}`, on one test split **grouped by reduced formula**: no test formula, "
         "nor any polymorph of it, was seen in training.",
+        "",
+        *_magnetic_lines(evaluation),
+        "",
+        *_reading_lines(evaluation),
         "",
         "## What the labels mean",
         "",
@@ -349,6 +392,12 @@ def write_model_card(
         "",
         f"![reliability diagram]({RELIABILITY_PLOT})",
         "",
+        *_reliability_table(evaluation),
+        "",
+        *_confidence_lines(evaluation),
+        "",
+        *_density_lines(evaluation),
+        "",
         "## Leakage: grouped against random-row split",
         "",
         "| model | grouped split macro-F1 | random-row split macro-F1 |",
@@ -363,17 +412,19 @@ def write_model_card(
         "",
         "## Well-known compounds",
         "",
-        "| formula | density | experiment | predicted | probability | P(NM) |",
-        "|---|---|---|---|---|---|",
+        "| formula | density | experiment | predicted | probability | P(NM) | member spread |",
+        "|---|---|---|---|---|---|---|",
         *(
             f"| {w['formula']} | {w['density']} | {w['experiment']} | {w['predicted']} | "
-            f"{w['probability']} | {w['p_nm']} |"
+            f"{w['probability']} | {w['p_nm']} | {w['member_spread']} |"
             for w in evaluation.well_known
         ),
         "",
         "## Error analysis",
         "",
         *_error_lines(evaluation),
+        "",
+        *_label_noise_lines(evaluation),
         "",
         "## Data",
         "",
@@ -403,9 +454,9 @@ def write_model_card(
         "",
         "## Limitations",
         "",
-        "- Composition and density only: polymorphs of one formula with different orderings "
-        "cannot be told apart except by density, and the structure (which decides AFM "
-        "against FM) is not an input.",
+        "- Composition and density only: the structure, which decides AFM against FM, is not "
+        "an input, and the density rarely changes an answer (see *What the density "
+        "changes*), so polymorphs of one formula mostly get one answer.",
         "- The labels are MP's DFT labels (see above), partly derived by rule; FiM and AFM "
         "are the least reliable classes, and the scores for them are the lowest.",
         "- Elements absent from the training data, densities outside its range and "
@@ -476,3 +527,166 @@ def _error_lines(evaluation: Evaluation) -> list[str]:
         ),
     ]
     return lines
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _magnetic_lines(evaluation: Evaluation) -> list[str]:
+    ours = evaluation.result("magorder")
+    missed = ours.magnetic.confusion[1][0]
+    magnetic_rows = sum(ours.magnetic.confusion[1])
+    rows = []
+    for result in evaluation.results:
+        for name, scores in (
+            ("snapshot", result.magnetic),
+            ("MP prior", result.magnetic_mp_prior),
+        ):
+            magnetic, nm = scores.per_class["magnetic"], scores.per_class["NM"]
+            rows.append(
+                f"| {result.name} | {name} | {_f(magnetic.precision)} | {_f(magnetic.recall)} | "
+                f"**{_f(magnetic.f1)}** | {_f(nm.precision)} | {_f(nm.recall)} | "
+                f"{_f(scores.accuracy)} |"
+            )
+    return [
+        "## Magnetic or not: its surest answer",
+        "",
+        "Whether MP finds a compound magnetic at all (FM, FiM or AFM against NM) is what the "
+        "model answers best. `magnetic_probability` in every answer is 1 - P(NM); below, a "
+        "compound is called magnetic when it is above 0.5. On the test rows, "
+        f"{missed:.0f} of {magnetic_rows:.0f} magnetic compounds are called NM. The MP-prior "
+        "rows weight the test rows to Materials Project's own class shares (NM 54 %), as a "
+        "user screening the whole database would meet them.",
+        "",
+        "| model | rows weighted to | precision (magnetic) | recall (magnetic) | F1 (magnetic) "
+        "| precision (NM) | recall (NM) | accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _reading_lines(evaluation: Evaluation) -> list[str]:
+    ours = evaluation.result("magorder")
+    rule = evaluation.confidence.rule
+    test = evaluation.confidence.test
+    low, median, high = evaluation.confidence.spread_quartiles
+    spread_rule = (
+        "no spread threshold made the validation answers more often wrong than right, so "
+        "the spread alone never flags an answer"
+        if rule.spread_above is None
+        else f"above **{rule.spread_above:g}** the answer is flagged too (right "
+        f"{_pct(test.spread_accuracy)} of the time on test)"
+    )
+    return [
+        "## Reading an answer",
+        "",
+        "- `prediction` and `probabilities` are **MP's DFT label**, not experiment (see "
+        "*What the labels mean*); the experiment head's `experiment` object says what a "
+        "measurement would find.",
+        f"- The four-way answer is right {_pct(ours.test.accuracy)} of the time on held-out "
+        f"formulas (macro-F1 {_f(ours.test.macro_f1)}); most of its errors are FM against "
+        "FiM, which MP's labelling rule separates by small moments composition cannot show. "
+        "Trust `magnetic_probability` first, the FM/FiM/AFM split second.",
+        "- The probabilities are calibrated (one temperature, fitted on validation) on this "
+        "snapshot, whose classes are more even than MP's: read them as odds among compounds "
+        "like those MP computed with moments, not as MP-wide base rates.",
+        f"- An answer whose top probability leads the second by less than "
+        f"**{rule.margin_below:g}** carries a warning: on the validation rows such answers "
+        f"were wrong more often than right, and on test they are right "
+        f"{_pct(test.margin_accuracy)} of the time.",
+        "- `member_spread` is how far the head's members ("
+        + ", ".join(f"`{m}`" for m in rule.members)
+        + ") disagree: over the classes, the widest range of their probabilities of one "
+        f"class. On test its quartiles are {low:.2f}, {median:.2f} and {high:.2f}; "
+        f"{spread_rule}.",
+        f"- On test, {_pct(test.flagged)} of the answers carry one of these warnings; they "
+        f"are right {_pct(test.flagged_accuracy)} of the time, the others "
+        f"{_pct(test.unflagged_accuracy)}.",
+    ]
+
+
+def _reliability_table(evaluation: Evaluation) -> list[str]:
+    bins = evaluation.calibration.bins_after
+    return [
+        "Reliability bins after scaling (15 equal-width bins of the top probability; empty "
+        "bins left out):",
+        "",
+        "| mean confidence | accuracy | test rows |",
+        "|---|---|---|",
+        *(f"| {c:.3f} | {a:.3f} | {n} |" for c, a, n in bins),
+    ]
+
+
+def _confidence_lines(evaluation: Evaluation) -> list[str]:
+    confidence = evaluation.confidence
+    rule = confidence.rule
+    rows = []
+    for name, figures in (("validation", confidence.validation), ("test", confidence.test)):
+        rows.append(
+            f"| {name} | {figures.rows} | {_pct(figures.margin_flagged)} | "
+            f"{_pct(figures.margin_accuracy)} | {_pct(figures.spread_flagged)} | "
+            f"{_pct(figures.spread_accuracy)} | {_pct(figures.flagged)} | "
+            f"{_pct(figures.flagged_accuracy)} | {_pct(figures.unflagged_accuracy)} |"
+        )
+    spread = "never" if rule.spread_above is None else f"spread > {rule.spread_above:g}"
+    return [
+        "## Unsure answers",
+        "",
+        f"Two rules flag an answer with a warning: margin < {rule.margin_below:g} (top "
+        f"probability minus the second) and {spread} (the members' spread). Each threshold "
+        "is the widest one for which the validation answers it flags (at least 50 of them), "
+        "taken together, were right less than half the time; `model_training/confidence.py` "
+        "chooses them. How they fare:",
+        "",
+        "| rows | n | flagged by margin | their accuracy | flagged by spread | their accuracy "
+        "| flagged by either | their accuracy | accuracy of the rest |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _density_lines(evaluation: Evaluation) -> list[str]:
+    effect = evaluation.density_effect
+    changed = ", ".join(f"x{factor:g}: {share:.1%}" for factor, share in effect.changed.items())
+    well_known = ", ".join(f"x{factor:g}: {n}" for factor, n in effect.well_known_changed.items())
+    return [
+        "## What the density changes",
+        "",
+        f"Every test density multiplied by a factor, the share of answers that change: "
+        f"{changed}. Of the {len(evaluation.well_known)} well-known compounds below, the "
+        f"number whose answer changes: {well_known}.",
+        "",
+        f"{effect.polymorph_formulas} test formulas have several polymorphs; "
+        f"{effect.labels_differ} of them carry different labels on different polymorphs, "
+        f"and the model gives different answers to the polymorphs of {effect.answers_differ} "
+        f"({effect.both_differ} of those whose labels differ): from composition and density, "
+        "polymorphs of one formula almost always get one answer, whatever MP says of each.",
+    ]
+
+
+def _label_noise_lines(evaluation: Evaluation) -> list[str]:
+    noise = evaluation.label_noise
+    lines = [
+        "### Labels the composition cannot explain",
+        "",
+        f"{noise.rows} of the {noise.magnetic_rows} magnetic test labels are on compounds of "
+        "s- and p-block elements only (no d or f element to carry a moment). Read as "
+        "chemistry, several have an odd electron count or an unusual oxidation state, where "
+        "the DFT calculation leaves an unpaired electron, and some look like spurious "
+        "moments that MP's rule turns into a label. The model calls "
+        f"{noise.called_nm} of them NM; they count as its errors. Those it is surest are NM:",
+    ]
+    if noise.examples.empty:
+        return lines
+    return [
+        *lines,
+        "",
+        "| formula | density | label (MP) | label source | P(NM) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {row.formula_pretty} | {row.density:.3f} | {row.label} | {row.label_source} | "
+            f"{row.p_nm:.3f} |"
+            for row in noise.examples.itertuples()
+        ),
+    ]

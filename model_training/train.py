@@ -35,6 +35,7 @@ class TrainedNetwork:
     Attributes:
         logits_model: Raw features to class logits: the mean logits of the ensemble members,
             each at its epoch of best validation macro-F1.
+        members: The ensemble members themselves (``logits_model`` averages them).
         model_config: Its architecture.
         train_config: How it was fitted.
         best_epochs: Per member, the epoch (1-based) whose weights were kept.
@@ -46,6 +47,7 @@ class TrainedNetwork:
     """
 
     logits_model: keras.Model
+    members: tuple[keras.Model, ...]
     model_config: ModelConfig
     train_config: TrainConfig
     best_epochs: tuple[int, ...]
@@ -58,6 +60,10 @@ class TrainedNetwork:
     def logits(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Return the class logits of raw feature rows."""
         return _predict_logits(self.logits_model, features)
+
+    def member_logits(self, features: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        """Return each member's class logits of raw feature rows."""
+        return [_predict_logits(member, features) for member in self.members]
 
 
 def _predict_logits(
@@ -291,6 +297,7 @@ def fit_network(
     predicted = _predict_logits(logits_model, validation.features).argmax(axis=1)
     network = TrainedNetwork(
         logits_model=logits_model,
+        members=tuple(members),
         model_config=model_config,
         train_config=train_config,
         best_epochs=tuple(best_epochs),

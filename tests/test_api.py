@@ -72,6 +72,9 @@ def test_predict_returns_the_four_probabilities(client: TestClient) -> None:
     assert math.isclose(sum(body["probabilities"].values()), 1.0, abs_tol=1e-5)
     assert body["prediction"] == max(body["probabilities"], key=body["probabilities"].get)
     assert body["warnings"] == []
+    assert math.isclose(body["magnetic_probability"], 1 - body["probabilities"]["NM"], abs_tol=1e-6)
+    # The fixture is one network without a confidence rule: no members to disagree.
+    assert body["member_spread"] is None
 
 
 def test_hydrate_notations_are_predicted_as_the_hydrate(client: TestClient) -> None:
@@ -318,6 +321,22 @@ def test_head_on_the_model_routes_answers_like_get_without_a_body(client: TestCl
     card = client.head("/model/card")  # the fixture model has no card: 404, as GET
     assert (card.status_code, card.content) == (404, b"")
     assert card.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/openapi.json", "/model", "/health", "/"])
+def test_head_answers_every_get_route_with_its_headers(client: TestClient, path: str) -> None:
+    # HEAD /docs was a 405.
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))
+
+
+def test_head_on_a_post_route_is_405_with_its_allow_header(client: TestClient) -> None:
+    response = client.head("/predict")
+    assert response.status_code == 405
+    assert "POST" in response.headers["allow"]
 
 
 def test_unknown_routes_and_methods_get_json_errors(client: TestClient) -> None:

@@ -30,8 +30,8 @@ EXPERIMENT_ADDED = [
     "exp_temperature_K", "exp_temperature_low_K", "exp_temperature_high_K", "exp_warnings",
 ]  # fmt: skip
 ADDED = [
-    "prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "reduced_formula", "density_used",
-    "density_source", "warnings", *EXPERIMENT_ADDED, "error",
+    "prediction", "p_FM", "p_NM", "p_FiM", "p_AFM", "magnetic_probability", "member_spread",
+    "reduced_formula", "density_used", "density_source", "warnings", *EXPERIMENT_ADDED, "error",
 ]  # fmt: skip
 
 
@@ -249,6 +249,10 @@ def test_the_console_script_reads_stdin_and_writes_stdout(model_dir: Path) -> No
     assert "Traceback" not in result.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_ends_the_run_with_a_summary_and_no_partial_output(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -260,6 +264,9 @@ def test_sigint_ends_the_run_with_a_summary_and_no_partial_output(
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell without job control starts background commands with SIGINT ignored, and
+        # Python then never turns it into KeyboardInterrupt: give the command the default.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert process.stdin is not None
     # Two rows: one full chunk is predicted and written; then the command waits for more.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import free_port, start_server, wait_until_healthy
+from bench.server import REPO_ROOT, free_port, start_server, wait_until_healthy
 
 STARTUP_TIMEOUT_S = 60.0
 BODY_TIMEOUT_S = 2
@@ -184,3 +186,61 @@ def test_refused_chunked_bodies_free_their_connection(model_dir: Path) -> None:
             client.close()
         process.kill()
         process.wait(timeout=10)
+
+
+def _makefile_uvicorn_flags() -> list[str]:
+    for line in (REPO_ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("UVICORN_FLAGS ?="):
+            return line.partition("?=")[2].split()
+    raise AssertionError("no UVICORN_FLAGS in the Makefile")
+
+
+def test_make_serve_runs_uvicorn_with_the_images_flags() -> None:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    command = text[text.index("\nCMD [") + len("\nCMD ") :]
+    command = json.loads(command[: command.index("]") + 1].replace("\\\n", ""))
+    image_flags = command[command.index("8000") + 1 :]
+    assert _makefile_uvicorn_flags() == image_flags
+
+
+def test_sigterm_ends_a_trickling_client_in_bounded_time_under_the_serve_flags(
+    model_dir: Path,
+) -> None:
+    """A client sending its body a byte at a time cannot keep `make serve` running."""
+    port = free_port()
+    flags = _makefile_uvicorn_flags()
+    grace = float(flags[flags.index("--timeout-graceful-shutdown") + 1])
+    process = start_server(
+        port,
+        env={"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": "30"},
+        capture_output=True,
+        uvicorn_args=flags,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
+        connection = _open_request(base_url, b" " * 10_000)
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.5):
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=grace + 15)
+        waited = time.monotonic() - started
+        stop.set()
+        connection.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert waited < grace + 10, output
+    assert "Finished server process" in output

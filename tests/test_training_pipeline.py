@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.features import featurize
-from app.core.model_card import MODEL_CARD_FILENAME, read_metadata
+from app.core.features import featurize, parse_compound
+from app.core.model_card import MODEL_CARD_FILENAME, read_metadata, write_metadata
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
 from app.main import create_app
@@ -64,6 +65,12 @@ def test_evaluate_exports_a_trained_model_with_its_card(evaluated: dict[str, Pat
     assert metrics["macro_f1"] > metrics["baselines"]["majority"]["macro_f1"] + 0.3
     assert card.training_config["temperature"] > 0
     assert {"Fe", "Mn", "O", "Na"} <= set(card.elements_seen)
+    # The served ensemble's members (the two networks asked for) and its fifth column.
+    assert card.confidence is not None
+    assert card.confidence.members == ("magorder_seed0", "magorder_seed1")
+    assert card.n_outputs == 5
+    magnetic = metrics["magnetic_vs_nm"]["snapshot"]
+    assert 0.8 < magnetic["f1"] <= 1.0
 
 
 def test_evaluate_writes_the_model_card_plots_split_and_metrics(
@@ -72,7 +79,9 @@ def test_evaluate_writes_the_model_card_plots_split_and_metrics(
     model_dir, run_dir = evaluated["model_dir"], evaluated["run_dir"]
     text = (model_dir / MODEL_CARD_FILENAME).read_text()
     for expected in ("majority", "lightgbm", "seed", "magorder", "Calibration", "Leakage",
-                     "Error analysis", "not experiment", "CaTiO3"):  # fmt: skip
+                     "Error analysis", "not experiment", "CaTiO3", "Magnetic or not",
+                     "Reading an answer", "Unsure answers", "What the density changes",
+                     "member spread", "| test rows |"):  # fmt: skip
         assert expected in text
     for plot in (CONFUSION_PLOT, F1_PLOT, RELIABILITY_PLOT):
         assert (model_dir / plot).read_bytes().startswith(PNG_SIGNATURE)
@@ -95,6 +104,8 @@ def test_the_service_serves_the_exported_model(evaluated: dict[str, Path]) -> No
         assert body["prediction"] == "NM"  # the fixture's NM chemistry
         assert body["warnings"] == []
         assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert body["magnetic_probability"] == pytest.approx(1 - body["probabilities"]["NM"])
+        assert 0.0 <= body["member_spread"] <= 1.0
         assert client.get("/model").json()["metrics"]["macro_f1"] > 0.8
         card = client.get("/model/card")
         assert card.status_code == 200
@@ -108,6 +119,40 @@ def test_litert_and_tensorflow_agree_on_the_exported_model(evaluated: dict[str, 
     litert = Predictor.load(model_dir, ModelRuntime.LITERT).predict_proba(rows)
     tensorflow = Predictor.load(model_dir, ModelRuntime.TENSORFLOW).predict_proba(rows)
     np.testing.assert_allclose(litert, tensorflow, atol=1e-4)
+    compounds = [parse_compound("Fe2O3", 5.2), parse_compound("MnF2", 4.0)]
+    litert_spread, tensorflow_spread = (
+        [p.member_spread for p in Predictor.load(model_dir, runtime).predict(compounds)]
+        for runtime in (ModelRuntime.LITERT, ModelRuntime.TENSORFLOW)
+    )
+    assert None not in litert_spread + tensorflow_spread
+    np.testing.assert_allclose(
+        np.asarray(litert_spread, float), np.asarray(tensorflow_spread, float), atol=1e-4
+    )
+
+
+def test_the_card_rule_decides_which_answers_carry_an_unsure_warning(
+    evaluated: dict[str, Path], tmp_path: Path
+) -> None:
+    model_dir = shutil.copytree(evaluated["model_dir"], tmp_path / "model")
+    card = read_metadata(model_dir)
+    assert card.confidence is not None
+    strict = card.confidence.model_copy(
+        update={"margin_below": 1.0, "spread_above": 0.0, "margin_accuracy": 0.4,
+                "spread_accuracy": 0.45}
+    )  # fmt: skip
+    write_metadata(card.model_copy(update={"confidence": strict}), model_dir)
+    # Half FM chemistry, half NM chemistry: no answer is sure of it.
+    (answer,) = Predictor.load(model_dir).predict([parse_compound("FeNaO2Cl", 4.2)])
+    assert max(answer.probabilities.values()) < 0.999
+    unsure = [w for w in answer.warnings if w.startswith("unsure answer")]
+    split = [w for w in answer.warnings if w.startswith("the model's members disagree")]
+    assert len(unsure) == 1
+    assert "right 40% of the time" in unsure[0]
+    assert len(split) == int((answer.member_spread or 0.0) > 0.0)
+    lenient = card.confidence.model_copy(update={"margin_below": 0.0, "spread_above": None})
+    write_metadata(card.model_copy(update={"confidence": lenient}), model_dir)
+    (answer,) = Predictor.load(model_dir).predict([parse_compound("FeNaO2Cl", 4.2)])
+    assert not [w for w in answer.warnings if "unsure" in w or "disagree" in w]
 
 
 def test_train_command_exports_one_network(tmp_path: Path) -> None:
@@ -140,6 +185,7 @@ def test_ablate_command_scores_every_variant_and_exports_nothing(
     assert variants == [
         "lightgbm", "lightgbm + offsets", "magorder", "3 networks", "1 network", "dropout 0.4",
         "labels only", "set encoder", "magorder + offsets", "magorder, vector scaling",
+        "magorder + trees",
     ]  # fmt: skip
     for line in saved.splitlines()[4:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]

@@ -141,6 +141,9 @@ def test_in_a_browser_a_formula_gets_its_bars(browser: object, browser_url: str)
     mp = page.locator("#mp-answer")
     expect(mp).to_contain_text("Materials Project's DFT label")
     expect(mp.locator(".bar")).to_have_count(4)
+    # The committed model is an ensemble: the spread of its members is shown.
+    expect(page.locator("#magnetic")).to_contain_text("Magnetic at all")
+    expect(page.locator("#magnetic")).to_contain_text("members differ by up to")
     expect(page.locator("#used")).to_contain_text("estimated from the composition")
     # An error from the API appears next to the field it is about.
     page.get_by_label("Formula", exact=True).fill("Qq2")

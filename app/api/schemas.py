@@ -178,6 +178,16 @@ class PredictionOut(BaseModel):
     probabilities: dict[MagneticOrdering, float] = Field(
         description="Probability of each ordering; they sum to 1."
     )
+    magnetic_probability: float = Field(
+        description="The probability that MP finds the compound magnetic at all (FM, FiM or "
+        "AFM): 1 - P(NM), the model's most reliable figure."
+    )
+    member_spread: float | None = Field(
+        default=None,
+        description="How far the model's ensemble members disagree: over the classes, the "
+        "widest range of their probabilities of one class (0: they agree). A warning says "
+        "when it is high enough to doubt the answer; null for a model without members.",
+    )
     model_version: str
     warnings: list[str] = Field(description="What to know before trusting the prediction.")
     experiment: ExperimentOut | None = Field(
@@ -218,6 +228,8 @@ class PredictionOut(BaseModel):
             density_source=prediction.compound.density_source,
             prediction=prediction.ordering,
             probabilities=prediction.probabilities,
+            magnetic_probability=round(prediction.magnetic_probability, 6),
+            member_spread=prediction.member_spread,
             model_version=model_version,
             warnings=list(prediction.warnings),
             experiment=experiment,

@@ -1,7 +1,8 @@
 """The flat table of results that ``magorder predict`` and the Python API both write.
 
-One row per compound: the prediction, the four probabilities, the reduced formula, the
-density used and where it came from, the warnings, what experiment would find, and the
+One row per compound: the prediction, the four probabilities, the magnetic probability and
+the members' spread, the reduced formula, the density used and where it came from, the
+warnings, what experiment would find, and the
 error of a row that could not be predicted.
 """
 
@@ -28,6 +29,8 @@ EXPERIMENT_COLUMNS = (
 ADDED_COLUMNS = (
     "prediction",
     *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
+    "magnetic_probability",
+    "member_spread",
     "reduced_formula",
     "density_used",
     "density_source",
@@ -38,6 +41,8 @@ ADDED_COLUMNS = (
 """The columns the command adds after every input column."""
 NUMERIC_COLUMNS = (
     *(f"{PROBABILITY_PREFIX}{ordering.value}" for ordering in CLASSES),
+    "magnetic_probability",
+    "member_spread",
     "density_used",
     *(f"{EXPERIMENT_PREFIX}{PROBABILITY_PREFIX}{o.value}" for o in EXPERIMENT_CLASSES),
     *(column for column in EXPERIMENT_COLUMNS if column.endswith("_K")),
@@ -55,6 +60,8 @@ def result_cells(result: BatchItemOk | BatchItemError) -> dict[str, str]:
         return {"error": result.error.message}
     cells = {
         "prediction": result.prediction.value,
+        "magnetic_probability": _probability(result.magnetic_probability),
+        "member_spread": "" if result.member_spread is None else f"{result.member_spread:.4f}",
         "reduced_formula": result.reduced_formula,
         "density_used": f"{result.density:g}",
         "density_source": result.density_source.value,

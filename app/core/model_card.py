@@ -62,6 +62,33 @@ EXPERIMENT_CLASSES: tuple[ExperimentalOrdering, ...] = (
 the Materials Project head)."""
 
 
+class ConfidenceRule(BaseModel):
+    """When a Materials Project answer is flagged as unsure, chosen on the validation rows.
+
+    A model with this rule has a fifth output column: how far its members disagree (over the
+    classes, the widest range of the members' probabilities of one class).
+
+    Attributes:
+        members: The ensemble members the spread is taken over.
+        margin_below: An answer whose top probability leads the second by less than this is
+            flagged: on the validation rows, such answers were wrong more often than right.
+        margin_accuracy: The test accuracy of the answers flagged by the margin.
+        spread_above: An answer whose members' spread exceeds this is flagged; None when no
+            spread made the validation answers more often wrong than right.
+        spread_accuracy: The test accuracy of the answers flagged by the spread.
+        unflagged_accuracy: The test accuracy of the answers neither rule flags.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    members: tuple[str, ...] = Field(min_length=1)
+    margin_below: float = Field(ge=0, le=1)
+    margin_accuracy: float | None = Field(default=None, ge=0, le=1)
+    spread_above: float | None = Field(default=None, ge=0, le=1)
+    spread_accuracy: float | None = Field(default=None, ge=0, le=1)
+    unflagged_accuracy: float | None = Field(default=None, ge=0, le=1)
+
+
 class ModelMetadata(BaseModel):
     """What the service needs to know about an exported model, and what users see at /model.
 
@@ -83,6 +110,8 @@ class ModelMetadata(BaseModel):
         tensorflow_version: TensorFlow version that exported the model.
         saved_model_sha256: Checksum of the ``saved_model/`` directory (see
             `hash_directory`), filled in by the export and verified at load.
+        confidence: When an answer is flagged as unsure; a model with it outputs its
+            members' spread as a fifth column. None for a single network.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -103,6 +132,12 @@ class ModelMetadata(BaseModel):
     data_card: dict[str, Any] = Field(default_factory=dict)
     tensorflow_version: str
     saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    confidence: ConfidenceRule | None = None
+
+    @property
+    def n_outputs(self) -> int:
+        """Columns of the SavedModel's output: the classes, and the spread with a rule."""
+        return len(self.classes) + (self.confidence is not None)
 
 
 class _HeadMetadata(BaseModel):

@@ -48,6 +48,8 @@ class Prediction:
         probabilities: Probability of each ordering; they sum to 1.
         warnings: What a user should know before trusting the answer.
         experiment: What experiment would find, when the model has an experiment head.
+        member_spread: How far the model's ensemble members disagree (over the classes, the
+            widest range of their probabilities of one class); None for a single network.
     """
 
     compound: ParsedCompound
@@ -55,6 +57,12 @@ class Prediction:
     probabilities: dict[MagneticOrdering, float]
     warnings: tuple[str, ...]
     experiment: ExperimentPrediction | None = None
+    member_spread: float | None = None
+
+    @property
+    def magnetic_probability(self) -> float:
+        """The probability that MP finds the compound magnetic at all: 1 - P(NM)."""
+        return 1.0 - self.probabilities[MagneticOrdering.NM]
 
 
 def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
@@ -71,12 +79,17 @@ def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
     return metadata
 
 
+def _share(value: float | None) -> str:
+    return "an unknown share" if value is None else f"{value:.0%}"
+
+
 class Predictor:
     """A loaded model with its model card; thread-safe for concurrent predictions.
 
     Args:
-        model_fn: Maps a ``(n, N_FEATURES)`` float32 matrix to ``(n, len(classes))``
-            probabilities, columns in ``metadata.classes`` order.
+        model_fn: Maps a ``(n, N_FEATURES)`` float32 matrix to ``(n, metadata.n_outputs)``:
+            probabilities, columns in ``metadata.classes`` order, then the members' spread
+            when the card has a confidence rule.
         metadata: The model card of the model behind ``model_fn``.
         runtime: The runtime ``model_fn`` runs on.
         experiment: The experiment head, when the model has one.
@@ -99,6 +112,7 @@ class Predictor:
         self._density = density
         self._elements_seen = frozenset(metadata.elements_seen)
         self._nm_column = metadata.classes.index(MagneticOrdering.NM)
+        self._n_classes = len(metadata.classes)
 
     @classmethod
     def load(cls, model_dir: Path, runtime: ModelRuntime = ModelRuntime.AUTO) -> Predictor:
@@ -122,7 +136,7 @@ class Predictor:
         metadata = _read_checked_metadata(model_dir)
         saved_model_dir = model_dir / SAVED_MODEL_DIRNAME
         verify_checksum(saved_model_dir, metadata.saved_model_sha256)
-        signature = load_signature(saved_model_dir, len(metadata.classes), runtime)
+        signature = load_signature(saved_model_dir, metadata.n_outputs, runtime)
         experiment = density = None
         head_dir = model_dir / EXPERIMENT_DIRNAME
         if head_dir.exists():
@@ -181,11 +195,12 @@ class Predictor:
         probe[:, 7] = 1.0  # one oxygen atom
         probe[:, -1] = 1.0
         try:
-            probabilities = self.predict_proba(probe)
+            outputs = self._model_fn(probe)
         except Exception as exc:
             raise ModelLoadError(f"model failed its test call: {exc}") from exc
-        if probabilities.shape != (2, len(self._metadata.classes)):
-            raise ModelLoadError(f"model returned shape {probabilities.shape} for 2 rows")
+        if outputs.shape != (2, self._metadata.n_outputs):
+            raise ModelLoadError(f"model returned shape {outputs.shape} for 2 rows")
+        probabilities = outputs[:, : self._n_classes]
         sums = probabilities.sum(axis=1)
         if not np.all(np.isfinite(probabilities)) or not np.allclose(
             sums, 1.0, atol=_PROBABILITY_TOLERANCE
@@ -201,7 +216,7 @@ class Predictor:
         Returns:
             A float32 array of shape ``(n, len(classes))``; columns follow ``metadata.classes``.
         """
-        return self._model_fn(features)
+        return self._model_fn(features)[:, : self._n_classes]
 
     def predict(
         self, compounds: Sequence[ParsedCompound], timer: StageTimer | None = None
@@ -227,7 +242,13 @@ class Predictor:
             features = vectorize(compounds)
         with timer.stage("model"):
             compounds = self._with_estimated_densities(compounds, features)
-            probabilities = self.predict_proba(features)
+            outputs = self._model_fn(features)
+            probabilities = outputs[:, : self._n_classes]
+            spreads: list[float | None] = (
+                outputs[:, self._n_classes].tolist()
+                if self._metadata.confidence is not None
+                else [None] * len(compounds)
+            )
             experiments: list[ExperimentPrediction | None] = (
                 [None] * len(compounds)
                 if self._experiment is None
@@ -239,18 +260,56 @@ class Predictor:
             )
         classes = self._metadata.classes
         best = probabilities.argmax(axis=1).tolist()
-        return [
-            Prediction(
-                compound=compound,
-                ordering=classes[column],
-                probabilities=dict(zip(classes, row, strict=True)),
-                warnings=self.warnings_for(compound),
-                experiment=experiment,
+        predictions = []
+        for compound, row, column, spread, experiment in zip(
+            compounds, probabilities.tolist(), best, spreads, experiments, strict=True
+        ):
+            answer = dict(zip(classes, row, strict=True))
+            predictions.append(
+                Prediction(
+                    compound=compound,
+                    ordering=classes[column],
+                    probabilities=answer,
+                    warnings=self.warnings_for(compound) + self.confidence_warnings(answer, spread),
+                    experiment=experiment,
+                    member_spread=None if spread is None else round(spread, 4),
+                )
             )
-            for compound, row, column, experiment in zip(
-                compounds, probabilities.tolist(), best, experiments, strict=True
+        return predictions
+
+    def confidence_warnings(
+        self, probabilities: dict[MagneticOrdering, float], spread: float | None
+    ) -> tuple[str, ...]:
+        """Say when an answer is unsure, by the card's confidence rule.
+
+        Args:
+            probabilities: The answer's probabilities.
+            spread: Its members' spread, when the model has members.
+
+        Returns:
+            A warning when the top class barely leads the second, and one when the members
+            disagree; empty when neither, or when the card has no confidence rule.
+        """
+        rule = self._metadata.confidence
+        if rule is None:
+            return ()
+        found = []
+        (first, p_first), (second, p_second) = sorted(
+            probabilities.items(), key=lambda item: item[1], reverse=True
+        )[:2]
+        if p_first - p_second < rule.margin_below:
+            found.append(
+                f"unsure answer: P({first}) {p_first:.2f} barely leads P({second}) "
+                f"{p_second:.2f} (by less than {rule.margin_below:g}); held-out answers this "
+                f"close were right {_share(rule.margin_accuracy)} of the time"
             )
-        ]
+        if spread is not None and rule.spread_above is not None and spread > rule.spread_above:
+            found.append(
+                f"the model's members disagree: their probabilities of one class differ by "
+                f"{spread:.2f} (more than {rule.spread_above:g}); held-out answers with members "
+                f"this split were right {_share(rule.spread_accuracy)} of the time"
+            )
+        return tuple(found)
 
     def check_density_available(self, compound: ParsedCompound) -> None:
         """Refuse a compound sent without density when the model cannot estimate one.

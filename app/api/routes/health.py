@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from app.api.dependencies import ServiceDep
 from app.api.schemas import ErrorResponse, HealthOut
@@ -30,10 +30,3 @@ async def health(service: ServiceDep) -> HealthOut:
             else predictor.density_estimator.metadata.model_version
         ),
     )
-
-
-@router.head("/health", include_in_schema=False)
-async def health_head(service: ServiceDep) -> Response:
-    """Answer ``HEAD /health`` as ``GET`` does, without a body: load balancers probe with HEAD."""
-    del service  # resolving the dependency is the check: 503 until the model is loaded
-    return Response(status_code=200)

@@ -103,21 +103,6 @@ def _read_card(path: Path) -> str | None:
         return None
 
 
-@router.head("/model", include_in_schema=False)
-async def model_card_head(service: ServiceDep) -> Response:
-    """Answer ``HEAD /model`` as ``GET`` does, without a body (503 until a model is loaded)."""
-    del service  # resolving the dependency is the check
-    return Response(status_code=status.HTTP_200_OK, media_type="application/json")
-
-
-@router.head("/model/card", include_in_schema=False)
-def model_card_markdown_head(service: ServiceDep) -> Response:
-    """Answer ``HEAD /model/card`` with the status and headers of ``GET``, without a body."""
-    full = model_card_markdown(service)
-    headers = {k: v for k, v in full.headers.items() if k.lower() != "content-length"}
-    return Response(status_code=full.status_code, headers=headers)
-
-
 @router.get("/model/card.html", response_class=HTMLResponse, include_in_schema=False)
 def model_card_html(service: ServiceDep) -> Response:
     """The model card as an HTML page, its plots shown (the web page links here)."""

@@ -59,6 +59,10 @@ function renderAnswer(body) {
   const mp = el("div", { class: "answer-block", id: "mp-answer" },
     el("h3", {}, `Materials Project's DFT label: ${body.prediction}`),
     bars(body.probabilities, MP_CLASSES, "Materials Project label probabilities"),
+    el("p", { id: "magnetic" }, `Magnetic at all (FM, FiM or AFM): `
+      + `${Math.round(100 * body.magnetic_probability)} %`
+      + (body.member_spread === null || body.member_spread === undefined ? ""
+        : `; the model's members differ by up to ${body.member_spread.toFixed(2)}.`)),
     warningsList(body.warnings));
   answer.append(mp);
   const experiment = body.experiment;
