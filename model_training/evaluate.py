@@ -456,7 +456,10 @@ def predict_well_known(head: ServedHead) -> list[dict[str, Any]]:
 
 
 def measure_confidence(
-    head: ServedHead, validation: LabelledData, test: LabelledData
+    head: ServedHead,
+    validation: LabelledData,
+    test: LabelledData,
+    test_probabilities: Probabilities,
 ) -> Confidence:
     """Choose the unsure-answer rule on the validation rows and measure it on the test rows.
 
@@ -464,13 +467,19 @@ def measure_confidence(
         head: The served head, calibrated.
         validation: Rows the thresholds are chosen on.
         test: Rows they are measured on.
+        test_probabilities: The head's probabilities of the test rows (from `calibrate`).
 
     Returns:
         The rule and its figures.
     """
-    figures = []
-    for rows in (validation, test):
-        figures.append((head.probabilities(rows.features), head.spread(rows.features), rows.labels))
+    figures = [
+        (
+            head.probabilities(validation.features),
+            head.spread(validation.features),
+            validation.labels,
+        ),
+        (test_probabilities, head.spread(test.features), test.labels),
+    ]
     rule = choose_rule(*figures[0], members=head.member_names)
     on_validation = measure_rule(rule, *figures[0])
     on_test = measure_rule(rule, *figures[1])
@@ -492,17 +501,20 @@ def measure_confidence(
     )
 
 
-def measure_density_effect(head: ServedHead, test: LabelledData) -> DensityEffect:
+def measure_density_effect(
+    head: ServedHead, test: LabelledData, test_probabilities: Probabilities
+) -> DensityEffect:
     """Recompute the test answers at other densities; compare the answers of polymorphs.
 
     Args:
         head: The served head, calibrated.
         test: The test rows.
+        test_probabilities: The head's probabilities of them at their real densities.
 
     Returns:
         What the density changes.
     """
-    answers = head.probabilities(test.features).argmax(axis=1)
+    answers = test_probabilities.argmax(axis=1)
     well_known = head.probabilities(_well_known_features()).argmax(axis=1)
     changed, well_known_changed = {}, {}
     for factor in DENSITY_FACTORS:
@@ -698,7 +710,7 @@ def run_evaluation(
         error_summary=error_summary,
         well_known=predict_well_known(head),
         head=head,
-        confidence=measure_confidence(head, validation, test),
-        density_effect=measure_density_effect(head, test),
+        confidence=measure_confidence(head, validation, test, ours),
+        density_effect=measure_density_effect(head, test, ours),
         label_noise=find_label_noise(test, ours),
     )
