@@ -37,6 +37,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
 # Exec form: uvicorn is PID 1 and receives SIGTERM itself, finishing in-flight requests.
-# --limit-concurrency answers 503 past that many open connections instead of queueing without end.
+# magorder's HTTP protocol bounds how long and how large a request's headers and body may be,
+# and how many connections and requests are open at once (MAGORDER_* settings, see README).
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", \
-     "--timeout-graceful-shutdown", "20", "--limit-concurrency", "256", "--timeout-keep-alive", "5"]
+     "--http", "app.server.http_protocol:GuardedHttpToolsProtocol", \
+     "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "5"]

@@ -35,9 +35,10 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@ $(VENV)/.installed-serve $(VENV)/.installed-train
 
-# The image's own flags (see Dockerfile): SIGTERM waits at most 20 s for requests in flight,
-# idle keep-alive connections close after 5 s, and past 256 open connections uvicorn answers 503.
-UVICORN_FLAGS ?= --timeout-graceful-shutdown 20 --limit-concurrency 256 --timeout-keep-alive 5
+# The image's own flags (see Dockerfile): magorder's HTTP protocol (deadlines for headers and
+# bodies, a header size cap, connection and request limits: app/server/http_protocol.py),
+# SIGTERM waits at most 20 s for requests in flight, idle keep-alive connections close after 5 s.
+UVICORN_FLAGS ?= --http app.server.http_protocol:GuardedHttpToolsProtocol --timeout-graceful-shutdown 20 --timeout-keep-alive 5
 
 ## serve: set up and run the service on the committed model (http://$(HOST):$(PORT))
 serve: $(VENV)/.installed-serve

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         max_cif_images: Most site images a CIF's symmetry operations may generate (listed
             sites times operations), bounding pymatgen's work before it starts.
         body_timeout_s: Longest wait for the next chunk of a request body, in seconds.
+        body_deadline_s: Longest time a whole request body may take to arrive, in seconds.
+        header_timeout_s: Longest wait for a request's line and headers, in seconds, from
+            when its connection opens or its first byte arrives.
+        max_header_bytes: Most bytes of request line and headers together (431 beyond).
+        max_connections: Most connections open at once (503 beyond).
+        max_requests_in_flight: Most requests handled at once (503 beyond); idle
+            connections do not count.
         log_level: Level of the service's own log lines.
     """
 
@@ -46,6 +53,11 @@ class Settings(BaseSettings):
     max_structure_sites: int = Field(default=DEFAULT_STRUCTURE_LIMITS.max_sites, ge=1, le=100_000)
     max_cif_images: int = Field(default=DEFAULT_STRUCTURE_LIMITS.max_cif_images, ge=1, le=1_000_000)
     body_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    body_deadline_s: float = Field(default=60.0, gt=0, le=3600)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1 << 20)
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
+    max_requests_in_flight: int = Field(default=256, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @cached_property

@@ -103,7 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     register_error_handlers(app)
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        deadline_s=settings.body_deadline_s,
     )
     app.add_middleware(StartupRefusalMiddleware)
     app.add_middleware(HeadAsGetMiddleware)

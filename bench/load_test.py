@@ -2,8 +2,9 @@
 
 Run ``python -m bench.load_test --help``. It starts a real uvicorn serving magorder, sends a
 mix of valid predictions, invalid inputs and batches, and checks that no request fails
-unexpectedly and that the server's resident memory does not grow. It stops by itself and
-exits non-zero when either check fails.
+unexpectedly and that the server's resident memory does not grow; then it runs the hostile
+clients of `bench.hostile` (held connections, oversized headers and error bodies) against the
+same server. It stops by itself and exits non-zero when a check fails.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import hostile
 from bench.server import running_server
 
 MIB = 1024 * 1024
@@ -142,9 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = asyncio.run(
             _run(server.base_url, server.process.pid, args.requests, args.concurrency, tally)
         )
+        # Then the hostile clients, against the same server.
+        process = psutil.Process(server.process.pid)
+        rss_before = process.memory_info().rss
+        hostile_report = hostile.Report()
+        host, port = server.base_url.removeprefix("http://").split(":")
+        for check in (hostile.check_lockout, hostile.check_headers, hostile.check_error_size):
+            check(host, int(port), hostile_report)
+        hostile_growth_mib = (process.memory_info().rss - rss_before) / MIB
     sent = sum(tally.statuses.values())
     growth_mib = (tally.rss_bytes[-1] - tally.rss_bytes[1]) / MIB
-    ok = not tally.unexpected and growth_mib <= args.max_growth_mib
+    hostile_report.check(
+        hostile_growth_mib <= args.max_growth_mib,
+        f"RSS grew by {hostile_growth_mib:.1f} MiB under the hostile clients",
+    )
+    ok = not tally.unexpected and growth_mib <= args.max_growth_mib and not hostile_report.failures
 
     print(f"\n### Load test ({time.strftime('%Y-%m-%d')}, {platform.platform()})\n")
     print(
@@ -167,8 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         f"| RSS growth, first tenth to end | {growth_mib:+.1f} MiB "
         f"(limit {args.max_growth_mib:g}) |"
     )
+    print("\nThen, against the same server:\n")
+    print("| hostile client | what the server did |\n| --- | --- |")
+    for name, value in hostile_report.rows:
+        print(f"| {name} | {value} |")
+    print(f"| server RSS growth during the hostile clients | {hostile_growth_mib:+.1f} MiB |")
     for line in tally.unexpected[:10]:
         print(f"unexpected: {line}", file=sys.stderr)
+    for failure in hostile_report.failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
     print(f"\nresult: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

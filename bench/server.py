@@ -27,6 +27,14 @@ class RunningServer:
     base_url: str
 
 
+def serve_flags() -> list[str]:
+    """Return the uvicorn flags ``make serve`` and the image use (the Makefile's UVICORN_FLAGS)."""
+    for line in (REPO_ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("UVICORN_FLAGS ?="):
+            return line.partition("?=")[2].split()
+    raise RuntimeError("no UVICORN_FLAGS in the Makefile")
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
@@ -100,7 +108,7 @@ def running_server(
     startup_timeout_s: float = 120.0,
     settings: dict[str, str] | None = None,
 ) -> Iterator[RunningServer]:
-    """Run the service until the block ends, then stop it with SIGTERM.
+    """Run the service, with the flags ``make serve`` uses, until the block ends; then SIGTERM.
 
     Args:
         model_dir: Model to serve; the service's default when omitted.
@@ -115,7 +123,7 @@ def running_server(
     if model_dir is not None:
         env["MAGORDER_MODEL_DIR"] = str(model_dir)
     port = free_port()
-    process = start_server(port, app=app, env=env)
+    process = start_server(port, app=app, env=env, uvicorn_args=serve_flags())
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, base_url, startup_timeout_s)

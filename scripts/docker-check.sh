@@ -8,11 +8,13 @@
 #    from this machine's apt mirror and imported, with this machine's CA certificates and pip
 #    index settings, so that pip in the build reaches the index this machine's pip does.
 # 4. The image, built with Debian's docker CLI and BuildKit, on that base.
-# 5. `docker run` as docker-compose.yml runs it, then `docker-compose up`, each checked:
-#    /health 200 with the committed model's (and experiment head's) version, a prediction
-#    with its experiment object, a 422, uid 10001, a
-#    read-only root, "healthy", and a clean stop within the grace period; then a run with
-#    no writable place at all (no tmpfs), which must refuse to start in one line.
+# 5. `docker run` as docker-compose.yml runs it, then `docker-compose up` (the service behind
+#    its nginx front door, which runs Debian's nginx here), each checked: /health 200 with
+#    the committed model's (and experiment head's) version, a prediction with its experiment
+#    object, a 422, uid 10001, a read-only root, "healthy", the hostile clients of
+#    bench/hostile.py (300 held connections, oversized headers and error bodies), and a clean
+#    stop within the grace period; then a run with no writable place at all (no tmpfs), which
+#    must refuse to start in one line.
 # Everything is removed at the end, whatever happened: containers, the daemon, its bridges.
 set -euo pipefail
 
@@ -21,6 +23,7 @@ cd "$ROOT"
 SUITE=bookworm
 IMAGE=magorder:check
 BASE_IMAGE=magorder-base:$SUITE
+NGINX_IMAGE=magorder-nginx:check
 CONTAINER=magorder-check
 PROJECT=magorderchk
 STOP_GRACE_S=30 # docker-compose.yml's stop_grace_period
@@ -129,6 +132,15 @@ tar -C "$WORK/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" >/dev/null
 rm -rf "$WORK/rootfs"
 step "base image $BASE_IMAGE: $("$DOCKER" run --rm "$BASE_IMAGE" python --version)"
 
+# The compose stack's front door is nginx. Docker Hub's image cannot be pulled here, so
+# docker-compose runs the same configuration on Debian's nginx, in an image built on the base.
+step "building $NGINX_IMAGE (Debian's nginx, for the compose stack's front door)"
+CURRENT_LOG="cat $WORK/nginx-build.log"
+printf 'FROM %s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx && rm -rf /var/lib/apt/lists/*\n' \
+  "$BASE_IMAGE" | DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
+  --tag "$NGINX_IMAGE" - >"$WORK/nginx-build.log" 2>&1 || fail "docker build $NGINX_IMAGE"
+export MAGORDER_NGINX_IMAGE=$NGINX_IMAGE
+
 step "building $IMAGE (BuildKit, base $BASE_IMAGE)"
 CURRENT_LOG="cat $WORK/build.log"
 DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
@@ -229,6 +241,12 @@ assert experiment["ordering_temperature"]["kelvin"] > 0, answer
   step "  healthy"
 }
 
+check_hostile_clients() { # check_hostile_clients PORT: bench/hostile.py, host Python, stdlib only
+  python3 -m bench.hostile "http://127.0.0.1:$1" >"$WORK/hostile.log" 2>&1 \
+    || { cat "$WORK/hostile.log" >&2; fail "the hostile clients got through (above)"; }
+  grep '^| [^h-]' "$WORK/hostile.log" | while IFS= read -r row; do step "  $row"; done
+}
+
 check_clean_stop() { # check_clean_stop CONTAINER SECONDS_TAKEN
   local container=$1 took=$2 exit_code
   exit_code=$("$DOCKER" inspect --format '{{.State.ExitCode}}' "$container")
@@ -244,6 +262,7 @@ CURRENT_LOG="$DOCKER logs $CONTAINER"
 "$DOCKER" run --detach --name "$CONTAINER" --read-only --tmpfs /tmp \
   --security-opt no-new-privileges:true --publish "127.0.0.1:$PORT:8000" "$IMAGE" >/dev/null
 check_service "$CONTAINER" "$PORT"
+check_hostile_clients "$PORT"
 if "$DOCKER" logs "$CONTAINER" 2>&1 | grep -E 'mkdir -p failed|cuInit|Traceback'; then
   fail "the service's start-up log has the lines above"
 fi
@@ -277,10 +296,19 @@ CURRENT_LOG="$COMPOSE -p $PROJECT logs --no-color"
 "$COMPOSE" -p "$PROJECT" up --detach --no-build >"$WORK/compose.log" 2>&1 \
   || { cat "$WORK/compose.log" >&2; fail "docker-compose up"; }
 SERVICE=$("$COMPOSE" -p "$PROJECT" ps --quiet magorder)
+FRONTDOOR=$("$COMPOSE" -p "$PROJECT" ps --quiet frontdoor)
 check_service "$SERVICE" "$PORT"
+[ "$("$DOCKER" exec "$FRONTDOOR" id -u)" = 101 ] || fail "the front door does not run as uid 101"
+[ "$("$DOCKER" inspect --format '{{.HostConfig.ReadonlyRootfs}}' "$FRONTDOOR")" = true ] \
+  || fail "the front door's root filesystem is writable"
+[ -z "$("$DOCKER" port "$SERVICE")" ] || fail "the service publishes a port past its front door"
+step "  front door (nginx): uid 101, read-only root; the service publishes no port of its own"
+check_hostile_clients "$PORT"
 before=$(date +%s.%N)
 "$COMPOSE" -p "$PROJECT" stop >/dev/null 2>&1
-check_clean_stop "$SERVICE" "$(since "$before")"
+took=$(since "$before")
+check_clean_stop "$SERVICE" "$took"
+check_clean_stop "$FRONTDOOR" "$took"
 "$COMPOSE" -p "$PROJECT" down --volumes >/dev/null 2>&1
 CURRENT_LOG=""
 step "docker-check passed: image $SIZE_MB MB"

@@ -235,6 +235,35 @@ def test_a_lone_surrogate_in_a_batch_formula_fails_its_item_alone(client: TestCl
     assert good["status"] == "ok"
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/predict", b'{"formula": "NiO", "density": 6.67, "\\ud800": 1}'),
+        ("/predict/batch", b'{"items": [{"formula": "NiO", "density": 6.67}], "\\ud800": 1}'),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_key_is_a_422_naming_it(
+    client: TestClient, path: str, body: bytes
+) -> None:
+    # The raw key went into the error's field and could not be encoded: a 500.
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert "lone surrogate" in _error(response)["message"]
+
+
+def test_a_lone_surrogate_in_a_batch_items_key_fails_that_item_alone(client: TestClient) -> None:
+    body = b'{"items": [{"formula": "NiO", "density": 6.67, "\\ud800": 1}, '
+    body += b'{"formula": "NaCl", "density": 2.17}]}'
+    response = client.post(
+        "/predict/batch", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    bad, good = response.json()["results"]
+    assert bad["status"] == "error"
+    assert "lone surrogate" in bad["error"]["message"]
+    assert good["status"] == "ok"
+
+
 def test_error_bodies_stay_bounded_however_many_problems_a_request_has(
     client: TestClient,
 ) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import REPO_ROOT, free_port, start_server, wait_until_healthy
+from bench.server import REPO_ROOT, free_port, serve_flags, start_server, wait_until_healthy
 
 STARTUP_TIMEOUT_S = 60.0
 BODY_TIMEOUT_S = 2
@@ -188,19 +188,12 @@ def test_refused_chunked_bodies_free_their_connection(model_dir: Path) -> None:
         process.wait(timeout=10)
 
 
-def _makefile_uvicorn_flags() -> list[str]:
-    for line in (REPO_ROOT / "Makefile").read_text().splitlines():
-        if line.startswith("UVICORN_FLAGS ?="):
-            return line.partition("?=")[2].split()
-    raise AssertionError("no UVICORN_FLAGS in the Makefile")
-
-
 def test_make_serve_runs_uvicorn_with_the_images_flags() -> None:
     text = (REPO_ROOT / "Dockerfile").read_text()
     command = text[text.index("\nCMD [") + len("\nCMD ") :]
     command = json.loads(command[: command.index("]") + 1].replace("\\\n", ""))
     image_flags = command[command.index("8000") + 1 :]
-    assert _makefile_uvicorn_flags() == image_flags
+    assert serve_flags() == image_flags
 
 
 def test_sigterm_ends_a_trickling_client_in_bounded_time_under_the_serve_flags(
@@ -208,7 +201,7 @@ def test_sigterm_ends_a_trickling_client_in_bounded_time_under_the_serve_flags(
 ) -> None:
     """A client sending its body a byte at a time cannot keep `make serve` running."""
     port = free_port()
-    flags = _makefile_uvicorn_flags()
+    flags = serve_flags()
     grace = float(flags[flags.index("--timeout-graceful-shutdown") + 1])
     process = start_server(
         port,

@@ -59,6 +59,8 @@ def _error_message(error: Mapping[str, Any]) -> str:
         return f"should be a JSON object, got {_json_type(error.get('input'))}"
     if error["type"] == "list_type":
         return f"should be a JSON array, got {_json_type(error.get('input'))}"
+    if error["type"] == "string_unicode":  # JSON can spell "\ud800", which UTF-8 cannot
+        return "holds a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode text"
     return str(error["msg"])
 
 

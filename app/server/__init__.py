@@ -1,0 +1,1 @@
+"""How the server process talks HTTP to its clients, beneath the ASGI app."""
