@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -53,6 +54,20 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def placeholder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The untrained placeholder, exported as the committed one is."""
     return export_placeholder(tmp_path_factory.mktemp("models") / "placeholder")
+
+
+def need_debian_package(found: str, missing: str) -> None:
+    """Skip a test that needs a Debian package which is not installed; under CI, fail it.
+
+    Args:
+        found: The package's program, or "" when it was not found.
+        missing: What to say when it is missing.
+    """
+    if found:
+        return
+    if os.environ.get("CI"):  # .ci/run installs it: there, its absence is a failure
+        pytest.fail(missing)
+    pytest.skip(missing)
 
 
 def make_settings(model_dir: Path, **overrides: object) -> Settings:

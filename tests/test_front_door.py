@@ -19,6 +19,7 @@ import pytest
 
 from bench import hostile
 from bench.server import REPO_ROOT, RunningServer, free_port, running_server
+from tests.conftest import need_debian_package
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or ""
 NO_NGINX = "no nginx on this machine (apt-get install nginx)"
@@ -26,11 +27,7 @@ CONFIG = REPO_ROOT / "deploy" / "nginx.conf"
 
 
 def _need_nginx() -> None:
-    if NGINX:
-        return
-    if os.environ.get("CI"):  # .ci/run installs it: there, its absence is a failure
-        pytest.fail(NO_NGINX)
-    pytest.skip(NO_NGINX)
+    need_debian_package(NGINX, NO_NGINX)
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

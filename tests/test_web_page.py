@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.cli.main import main as cli_main
 from bench.server import running_server
+from tests.conftest import need_debian_package
 from tests.test_structures import rock_salt
 
 CHROMIUM = os.environ.get("MAGORDER_TEST_CHROMIUM") or shutil.which("chromium") or ""
@@ -26,11 +27,7 @@ NO_BROWSER = "no chromium on this machine (apt-get install chromium)"
 
 
 def _need_browser() -> None:
-    if CHROMIUM:
-        return
-    if os.environ.get("CI"):  # .ci/run installs it: there, its absence is a failure
-        pytest.fail(NO_BROWSER)
-    pytest.skip(NO_BROWSER)
+    need_debian_package(CHROMIUM, NO_BROWSER)
 
 
 CANDIDATES = "id,formula,density\nc1,NiO,6.67\nc2,Qq2,3.0\nc3,NaCl,\n"
