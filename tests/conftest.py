@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,21 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def placeholder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The untrained placeholder, exported as the committed one is."""
     return export_placeholder(tmp_path_factory.mktemp("models") / "placeholder")
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    """Read what a server sends until it closes (or resets) the connection, then close it.
+
+    A socket timeout propagates: it means the server kept the connection open.
+    """
+    chunks = []
+    try:
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    connection.close()
+    return b"".join(chunks)
 
 
 def need_debian_package(found: str, missing: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from app.server.http_protocol import BODY_DEADLINE_GRACE_S
 from bench.server import RunningServer, running_server
+from tests.conftest import read_until_closed
 
 HEADER_TIMEOUT_S = 1.5
 BODY_TIMEOUT_S = 1.0
@@ -49,17 +50,6 @@ def _connect(server: RunningServer, timeout_s: float = 15.0) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=timeout_s)
 
 
-def _read_until_closed(connection: socket.socket) -> bytes:
-    chunks = []
-    try:
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-    except ConnectionResetError:
-        pass
-    connection.close()
-    return b"".join(chunks)
-
-
 def _last_response(raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
     """The status, headers and JSON body of the last response in ``raw``."""
     head, _, body = raw[raw.rindex(b"HTTP/1.1 ") :].partition(b"\r\n\r\n")
@@ -72,7 +62,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
     server: RunningServer,
 ) -> None:
     started = time.monotonic()
-    raw = _read_until_closed(_connect(server))
+    raw = read_until_closed(_connect(server))
     waited = time.monotonic() - started
     assert raw == b""  # nothing of a request came: nothing to answer
     assert HEADER_TIMEOUT_S - 0.2 < waited < HEADER_TIMEOUT_S + 3
@@ -81,7 +71,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
 def test_headers_that_never_finish_are_answered_408(server: RunningServer) -> None:
     connection = _connect(server)
     connection.sendall(b"GET /health HTTP/1.1\r\nHost: magorder\r\n")  # ... no blank line
-    status, headers, body = _last_response(_read_until_closed(connection))
+    status, headers, body = _last_response(read_until_closed(connection))
     assert status == 408
     assert headers["content-type"] == "application/json"
     assert body == {
@@ -99,7 +89,7 @@ def test_a_keep_alive_connection_cannot_hold_a_half_sent_second_request(
     connection.sendall(b"GET /health HTTP/1.1\r\nHost: magorder\r\n\r\n")
     time.sleep(0.3)
     connection.sendall(b"GET /health HTTP/1.1\r\n")
-    raw = _read_until_closed(connection)
+    raw = read_until_closed(connection)
     assert raw.startswith(b"HTTP/1.1 200 OK")
     assert _last_response(raw)[0] == 408
 
@@ -108,7 +98,7 @@ def test_headers_over_the_cap_are_answered_431(server: RunningServer) -> None:
     connection = _connect(server)
     big = b"x" * MAX_HEADER_BYTES
     connection.sendall(b"GET /health HTTP/1.1\r\nHost: magorder\r\nX-Big: " + big + b"\r\n\r\n")
-    status, _, body = _last_response(_read_until_closed(connection))
+    status, _, body = _last_response(read_until_closed(connection))
     assert status == 431
     assert body["error"] == {
         "type": "headers_too_large",
@@ -126,7 +116,7 @@ def test_an_oversized_head_behind_a_request_in_the_same_read_is_refused(
     first = b"GET /health HTTP/1.1\r\nHost: magorder\r\n\r\n"
     second = b"GET /health HTTP/1.1\r\nHost: magorder\r\nX-Big: " + big + b"\r\n\r\n"
     connection.sendall(first + second)  # one write: the server reads both at once
-    raw = _read_until_closed(connection)
+    raw = read_until_closed(connection)
     # The first request is still owed its answer, so the second is refused by closing:
     # a 431 written then would be read as the first one's response.
     assert raw.count(b"HTTP/1.1 ") <= 1
@@ -141,7 +131,7 @@ def test_an_oversized_head_after_an_answered_request_is_a_431(server: RunningSer
     big = b"x" * (MAX_HEADER_BYTES // 2)
     head = b"GET /health HTTP/1.1\r\nHost: magorder\r\nX-A: " + big + b"\r\nX-B: " + big
     connection.sendall(head + b"\r\n\r\n")
-    raw = _read_until_closed(connection)
+    raw = read_until_closed(connection)
     assert raw.startswith(b"HTTP/1.1 200 OK")
     assert _last_response(raw)[0] == 431
 
@@ -190,7 +180,7 @@ def test_300_idle_or_slow_connections_leave_a_fresh_client_served_at_once(
         deadline = time.monotonic() + HEADER_TIMEOUT_S + 5
         for connection in held:
             connection.settimeout(max(0.1, deadline - time.monotonic()))
-            raw = _read_until_closed(connection)
+            raw = read_until_closed(connection)
             assert raw == b"" or _last_response(raw)[0] == 408
 
 
@@ -201,7 +191,7 @@ def test_connections_over_the_cap_are_answered_503_with_retry_after(
         for _ in range(MAX_CONNECTIONS):
             stack.enter_context(_connect(server))
         time.sleep(0.2)
-        status, headers, body = _last_response(_read_until_closed(_connect(server)))
+        status, headers, body = _last_response(read_until_closed(_connect(server)))
     assert status == 503
     assert headers["retry-after"] == "1"
     assert body["error"]["type"] == "server_busy"
@@ -225,7 +215,7 @@ def test_a_body_trickled_under_the_chunk_timeout_is_408_at_the_deadline(
     threading.Thread(target=_trickle, args=(connection, 0.3, stop), daemon=True).start()
     started = time.monotonic()
     try:
-        status, _, body = _last_response(_read_until_closed(connection))
+        status, _, body = _last_response(read_until_closed(connection))
     finally:
         stop.set()
     assert status == 408
@@ -242,7 +232,7 @@ def test_a_body_the_app_never_reads_cannot_hold_the_connection(server: RunningSe
     threading.Thread(target=_trickle, args=(connection, 0.3, stop), daemon=True).start()
     started = time.monotonic()
     try:
-        raw = _read_until_closed(connection)
+        raw = read_until_closed(connection)
     finally:
         stop.set()
     assert raw.startswith(b"HTTP/1.1 200 OK")
@@ -273,7 +263,7 @@ def test_requests_over_the_in_flight_cap_are_answered_503(server: RunningServer)
 def test_an_unreadable_request_is_a_json_400(server: RunningServer) -> None:
     connection = _connect(server)
     connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-    status, headers, body = _last_response(_read_until_closed(connection))
+    status, headers, body = _last_response(read_until_closed(connection))
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert body["error"] == {

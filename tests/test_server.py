@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from bench.server import REPO_ROOT, free_port, serve_flags, start_server, wait_until_healthy
+from tests.conftest import read_until_closed
 
 STARTUP_TIMEOUT_S = 60.0
 BODY_TIMEOUT_S = 2
@@ -150,14 +151,6 @@ def test_tensorflow_start_up_chatter_stays_out_of_the_log(model_dir: Path) -> No
     assert "loaded model" in output
 
 
-def _read_until_closed(connection: socket.socket) -> bytes:
-    """Read until the server closes the connection; a timeout means it kept it open."""
-    chunks = []
-    while chunk := connection.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_refused_chunked_bodies_free_their_connection(model_dir: Path) -> None:
     # A chunked body over the limit used to get its 413 on a connection left open: a few such
     # clients filled uvicorn's connection cap and /health answered 503 to everyone else.
@@ -176,7 +169,7 @@ def test_refused_chunked_bodies_free_their_connection(model_dir: Path) -> None:
             )
             clients.append(client)  # ... and never closed by the client
         for client in clients:
-            response = _read_until_closed(client)  # socket.timeout if the server keeps it
+            response = read_until_closed(client)  # socket.timeout if the server keeps it
             head = response.split(b"\r\n\r\n", 1)[0].lower()
             assert head.startswith(b"http/1.1 413")
             assert b"connection: close" in head
