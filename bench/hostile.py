@@ -167,6 +167,14 @@ def check_error_size(host: str, port: int, report: Report) -> None:
     report.check(len(answer) < len(body), f"its error report is {len(answer)} bytes")
 
 
+def run_checks(host: str, port: int) -> Report:
+    """Run every hostile client against a server and return what they saw."""
+    report = Report()
+    for check in (check_lockout, check_headers, check_error_size):
+        check(host, port, report)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the hostile clients and print what they saw.
 
@@ -181,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     where = urlsplit(args.url)
     host, port = where.hostname or "127.0.0.1", where.port or 80
-    report = Report()
-    for check in (check_lockout, check_headers, check_error_size):
-        check(host, port, report)
+    report = run_checks(host, port)
     print("| hostile client | what the server did |\n| --- | --- |")
     for name, value in report.rows:
         print(f"| {name} | {value} |")

@@ -147,10 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         # Then the hostile clients, against the same server.
         process = psutil.Process(server.process.pid)
         rss_before = process.memory_info().rss
-        hostile_report = hostile.Report()
         host, port = server.base_url.removeprefix("http://").split(":")
-        for check in (hostile.check_lockout, hostile.check_headers, hostile.check_error_size):
-            check(host, int(port), hostile_report)
+        hostile_report = hostile.run_checks(host, int(port))
         hostile_growth_mib = (process.memory_info().rss - rss_before) / MIB
     sent = sum(tally.statuses.values())
     growth_mib = (tally.rss_bytes[-1] - tally.rss_bytes[1]) / MIB

@@ -121,10 +121,8 @@ def test_the_service_answers_through_the_front_door_unchanged(front_door: str) -
 
 
 def test_the_front_door_holds_against_hostile_clients(front_door: str) -> None:
-    report = hostile.Report()
     host, port = front_door.removeprefix("http://").split(":")
-    for check in (hostile.check_lockout, hostile.check_headers, hostile.check_error_size):
-        check(host, int(port), report)
+    report = hostile.run_checks(host, int(port))
     assert not report.failures, report.rows
 
 

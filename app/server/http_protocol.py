@@ -23,7 +23,6 @@ Uvicorn runs it with ``--http app.server.http_protocol:GuardedHttpToolsProtocol`
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -51,38 +50,6 @@ class _RefusedHeadError(Exception):
     httptools turns it into an ``HttpParserError``, which uvicorn answers with
     `GuardedHttpToolsProtocol.send_400_response`: a no-op once the 431 is sent.
     """
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """What one server process accepts from its clients.
-
-    Attributes:
-        header_timeout_s: Longest wait for a request's line and headers, in seconds.
-        max_header_bytes: Most bytes of request line and headers together.
-        body_deadline_s: Longest time a request's body may take to arrive, in seconds.
-        max_connections: Most connections open at once.
-        max_requests_in_flight: Most requests handled at once.
-    """
-
-    header_timeout_s: float
-    max_header_bytes: int
-    body_deadline_s: float
-    max_connections: int
-    max_requests_in_flight: int
-
-
-@cache
-def connection_limits() -> ConnectionLimits:
-    """Return the limits the ``MAGORDER_*`` settings ask for, read once per process."""
-    settings = get_settings()
-    return ConnectionLimits(
-        header_timeout_s=settings.header_timeout_s,
-        max_header_bytes=settings.max_header_bytes,
-        body_deadline_s=settings.body_deadline_s,
-        max_connections=settings.max_connections,
-        max_requests_in_flight=settings.max_requests_in_flight,
-    )
 
 
 def _error_parts(
@@ -142,7 +109,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._limits = connection_limits()
+        self._limits = get_settings()  # read once per process
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._head_pending = True  # between requests or inside a request's line and headers
