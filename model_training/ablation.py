@@ -106,6 +106,7 @@ def build_set_encoder_model(
     *,
     feature_mean: npt.NDArray[np.float32] | None = None,
     feature_variance: npt.NDArray[np.float32] | None = None,
+    feature_quantiles: npt.NDArray[np.float32] | None = None,
 ) -> keras.Model:
     """The magorder network with an element-set encoder beside its derived features.
 
@@ -113,13 +114,14 @@ def build_set_encoder_model(
         config: Hidden layers, dropout and seed of the head.
         feature_mean: Training mean of each derived feature.
         feature_variance: Training variance of each derived feature.
+        feature_quantiles: Training quantiles of each derived feature, for their ranks.
 
     Returns:
         A Keras model from the ``(n, 119)`` raw vector to ``(n, 4)`` logits.
     """
     keras.utils.set_random_seed(config.seed)
     features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    derived = standardised_features(features, feature_mean, feature_variance)
+    derived = standardised_features(features, feature_mean, feature_variance, feature_quantiles)
     x = keras.layers.Concatenate()([ElementSetEncoder()(features), derived])
     logits = keras.layers.Dense(N_CLASSES)(hidden_layers(x, config))
     return keras.Model(features, logits, name=f"set_encoder_seed{config.seed}")
@@ -341,6 +343,8 @@ def run_ablation(
         )
 
     ensemble = mean_of(model_config.ensemble_size)
+    on_stage("one network, standardised features without their ranks")
+    without_ranks = fit(replace(single, quantile_bins=0))
     on_stage("one network, dropout 0.4")
     more_dropout = fit(replace(single, dropout=0.4))
     on_stage("one network, labels only")
@@ -360,6 +364,13 @@ def run_ablation(
             f"{n_members} networks", f"{n_members} networks", mean_of(n_members), y_val, y_test
         ),
         _temperature_result("1 network", "one network (seed 0)", members[0], y_val, y_test),
+        _temperature_result(
+            "no ranks",
+            "one network, standardised features without their quantile ranks",
+            without_ranks,
+            y_val,
+            y_test,
+        ),
         _temperature_result("dropout 0.4", "one network, dropout 0.4", more_dropout, y_val, y_test),
         _temperature_result(
             "labels only", "one network, no distillation", labels_only, y_val, y_test

@@ -198,6 +198,59 @@ class TemperatureSoftmax(keras.layers.Layer):  # type: ignore[misc]
         return {**super().get_config(), "temperature": self.temperature}
 
 
+@keras.saving.register_keras_serializable(package="magorder")
+class QuantileRanks(keras.layers.Layer):  # type: ignore[misc]
+    """Each derived feature mapped to its rank among the training rows, in ``[-1, 1]``.
+
+    The rank is the training-split distribution function, linear between quantiles. Most
+    derived features are skewed (an element fraction is 0 in nearly every row, a property
+    mean has long tails), and a standardised value spends the network's first layer on
+    that shape; the rank does not, as a tree's split thresholds do not.
+
+    Args:
+        quantiles: ``(levels, n_features)`` training-split quantiles at evenly spaced levels
+            from 0 to 1, ascending down each column.
+        **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(self, *, quantiles: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        table = np.asarray(quantiles, dtype=np.float32)
+        if table.ndim != 2 or len(table) < 2 or np.any(np.diff(table, axis=0) < 0):
+            raise ValueError("quantiles must be (levels >= 2, n_features), ascending by level")
+        self._table = table
+        self._lower = keras.ops.convert_to_tensor(table[:-1][None])
+        # A flat step (many rows at one value, e.g. a fraction of 0) becomes a jump there.
+        self._width = keras.ops.convert_to_tensor(np.maximum(np.diff(table, axis=0), 1e-6)[None])
+
+    def call(self, derived: Any) -> Any:
+        """Map ``(n, n_features)`` derived features to ``(n, n_features)`` ranks."""
+        ops = keras.ops
+        steps = ops.clip((ops.expand_dims(derived, 1) - self._lower) / self._width, 0.0, 1.0)
+        return 2.0 * ops.mean(steps, axis=1) - 1.0
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """Return the input's shape."""
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the layer's configuration for Keras serialisation."""
+        return {**super().get_config(), "quantiles": self._table.tolist()}
+
+
+def feature_quantiles(derived: npt.NDArray[np.float32], bins: int) -> npt.NDArray[np.float32]:
+    """The quantiles `QuantileRanks` reads: ``bins + 1`` evenly spaced levels of each column.
+
+    Args:
+        derived: ``(n, n_features)`` derived features of the training rows.
+        bins: Intervals between quantiles.
+
+    Returns:
+        ``(bins + 1, n_features)`` float32 quantiles.
+    """
+    return np.quantile(derived, np.linspace(0.0, 1.0, bins + 1), axis=0).astype(np.float32)
+
+
 def derived_features(
     features: npt.NDArray[np.float32], *, with_density: bool = True
 ) -> npt.NDArray[np.float32]:
@@ -219,6 +272,7 @@ def standardised_features(
     features: Any,
     feature_mean: npt.NDArray[np.float32] | None,
     feature_variance: npt.NDArray[np.float32] | None,
+    feature_quantiles: npt.NDArray[np.float32] | None = None,
 ) -> Any:
     """Derived features of a Keras input, standardised with the training-split statistics.
 
@@ -226,15 +280,23 @@ def standardised_features(
         features: The ``(n, 119)`` raw-vector input.
         feature_mean: Mean of each derived feature; zeros when omitted.
         feature_variance: Variance of each derived feature; ones when omitted.
+        feature_quantiles: Training-split quantiles of each derived feature
+            (`feature_quantiles`): with them, each feature's rank (`QuantileRanks`) follows
+            the standardised features.
 
     Returns:
-        The ``(n, len(derived_feature_names()))`` standardised tensor.
+        The ``(n, len(derived_feature_names()))`` standardised tensor, twice as wide with
+        the ranks.
     """
     n_derived = len(derived_feature_names())
     mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
     variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
     x = CompositionFeatures(name="composition")(features)
-    return keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    standardised = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    if feature_quantiles is None:
+        return standardised
+    ranks = QuantileRanks(quantiles=feature_quantiles, name="ranks")(x)
+    return keras.layers.Concatenate(name="standardised_and_ranks")([standardised, ranks])
 
 
 def density_free_inputs(
@@ -244,6 +306,7 @@ def density_free_inputs(
     feature_variance: npt.NDArray[np.float32] | None,
     clip: float | None,
     element_embedding: int,
+    feature_quantiles: npt.NDArray[np.float32] | None = None,
 ) -> Any:
     """The inputs of the heads that never read density: the experiment head, the estimator.
 
@@ -256,17 +319,22 @@ def density_free_inputs(
             fraction, standardised, would otherwise reach values in the hundreds); None: not.
         element_embedding: Width of a learnt vector per element, averaged over the
             composition by atomic fraction and set beside the derived features (0: none).
+        feature_quantiles: Training-split quantiles of each density-free derived feature:
+            with them, each feature's rank (`QuantileRanks`) is set beside it.
 
     Returns:
-        The standardised derived features, with the embedding when asked for.
+        The standardised derived features, with their ranks and the embedding when asked for.
     """
     n_derived = len(derived_feature_names(with_density=False))
     mean = np.zeros(n_derived, np.float32) if feature_mean is None else feature_mean
     variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
-    x = CompositionFeatures(with_density=False, name="composition")(features)
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    derived = CompositionFeatures(with_density=False, name="composition")(features)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(derived)
     if clip is not None:
         x = keras.ops.clip(x, -clip, clip)
+    if feature_quantiles is not None:
+        ranks = QuantileRanks(quantiles=feature_quantiles, name="ranks")(derived)
+        x = keras.layers.Concatenate(name="standardised_and_ranks")([x, ranks])
     if not element_embedding:
         return x
     counts = keras.ops.maximum(features[:, :N_ELEMENTS], 0.0)
@@ -312,6 +380,7 @@ def build_logits_model(
     *,
     feature_mean: npt.NDArray[np.float32] | None = None,
     feature_variance: npt.NDArray[np.float32] | None = None,
+    feature_quantiles: npt.NDArray[np.float32] | None = None,
 ) -> keras.Model:
     """Build an untrained network from raw features to class logits.
 
@@ -320,6 +389,8 @@ def build_logits_model(
         feature_mean: Training-split mean of each derived feature (``magorder`` preset), baked
             into the model as its standardisation; zeros when omitted.
         feature_variance: Training-split variance of each derived feature; ones when omitted.
+        feature_quantiles: Training-split quantiles of each derived feature; with them the
+            network also reads each feature's rank (`standardised_features`).
 
     Returns:
         A Keras model mapping ``(n, 119)`` float32 features to ``(n, 4)`` logits, columns in
@@ -333,7 +404,8 @@ def build_logits_model(
         for i, units in enumerate(config.hidden_units):
             x = keras.layers.Dense(units, activation="silu", name=f"hidden_{i}")(x)
     else:
-        x = hidden_layers(standardised_features(features, feature_mean, feature_variance), config)
+        inputs = standardised_features(features, feature_mean, feature_variance, feature_quantiles)
+        x = hidden_layers(inputs, config)
     logits = keras.layers.Dense(N_CLASSES, name="logits")(x)
     # Unique per seed: ensemble members live side by side in one exported model.
     return keras.Model(features, logits, name=f"{config.preset}_seed{config.seed}")

@@ -358,7 +358,8 @@ def evaluate(args: argparse.Namespace, *, command_line: str) -> str:
     description = (
         "magorder network: element fractions, fraction-weighted element properties, "
         "volume per atom and a charge-balance estimate of the transition metals' d-electron "
-        "count, computed in the graph from the 119-vector; then the mean logits of "
+        "count, computed in the graph from the 119-vector, each standardised and as its "
+        "rank among the training rows; then the mean logits of "
         f"{network.model_config.ensemble_size} MLPs trained with class weights on "
         "Materials Project labels mixed with a LightGBM teacher's out-of-fold "
         "probabilities, selected on validation macro-F1, temperature-scaled. Figures are "

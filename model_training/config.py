@@ -35,6 +35,9 @@ class ModelConfig:
         ensemble_size: Networks trained with different seeds whose logits the served model
             averages; averaging cancels part of each one's variance.
         seed: Seed of the weight initialisation (member ``i`` uses ``seed + i``).
+        quantile_bins: The network also reads each derived feature's rank among the
+            training rows, from quantiles this many bins apart (`QuantileRanks`); 0 reads
+            the standardised features alone.
     """
 
     preset: Preset = Preset.MAGORDER
@@ -42,6 +45,7 @@ class ModelConfig:
     dropout: float = 0.2
     ensemble_size: int = 3
     seed: int = 0
+    quantile_bins: int = 32
 
     def __post_init__(self) -> None:
         if not self.hidden_units or any(units < 1 for units in self.hidden_units):
@@ -50,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout=}")
         if self.ensemble_size < 1:
             raise ValueError(f"ensemble_size must be positive, got {self.ensemble_size=}")
+        if self.quantile_bins < 0:
+            raise ValueError(f"quantile_bins must not be negative, got {self.quantile_bins=}")
 
     @classmethod
     def for_preset(cls, preset: Preset, *, seed: int = 0) -> ModelConfig:
@@ -69,6 +75,7 @@ class ModelConfig:
                 dropout=0.0,
                 ensemble_size=1,
                 seed=seed,
+                quantile_bins=0,
             )
         return cls(preset=preset, seed=seed)
 

@@ -13,7 +13,12 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.features import N_FEATURES
-from model_training.architecture import N_CLASSES, build_logits_model, derived_features
+from model_training.architecture import (
+    N_CLASSES,
+    build_logits_model,
+    derived_features,
+    feature_quantiles,
+)
 from model_training.baselines import GradientBoostedTrees
 from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import CLASSES, LabelledData
@@ -25,7 +30,8 @@ logger = logging.getLogger(__name__)
 MONITOR = "val_macro_f1"
 
 ModelBuilder = Callable[..., keras.Model]
-"""Builds an untrained logits model: ``build(config, feature_mean=..., feature_variance=...)``."""
+"""Builds an untrained logits model: ``build(config, feature_mean=..., feature_variance=...,
+feature_quantiles=...)`` (the last only when ``config.quantile_bins`` is above 0)."""
 
 
 @dataclass(frozen=True)
@@ -129,11 +135,18 @@ def training_dataset(
 
 
 def _standardisation(config: ModelConfig, features: npt.NDArray[np.float32]) -> dict[str, Any]:
-    """Mean and variance of each derived feature over the training rows only (none for seed)."""
+    """Mean, variance and quantiles of each derived feature over the training rows only.
+
+    The seed preset reads the raw vector and gets none; ``config.quantile_bins`` of 0 leaves
+    the quantiles out.
+    """
     if config.preset is Preset.SEED:
         return {}
     derived = derived_features(features)
-    return {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    statistics = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    if config.quantile_bins:
+        statistics["feature_quantiles"] = feature_quantiles(derived, config.quantile_bins)
+    return statistics
 
 
 def _fit_member(

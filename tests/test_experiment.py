@@ -28,8 +28,10 @@ from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
 from app.main import create_app
 from model_training.__main__ import main
+from model_training.architecture import derived_features, feature_quantiles
 from model_training.data import SnapshotError
 from model_training.experiment.data import load_experimental_data
+from model_training.experiment.network import ExperimentConfig, build_experiment_network
 from model_training.experiment.report import CONFUSION_PLOT, PARITY_PLOT
 from model_training.rule_labels import can_carry_moment
 from model_training.split import load_split, save_split, split_data
@@ -263,3 +265,21 @@ def test_exporting_the_mp_head_again_keeps_the_experiment_head(
     metadata = read_metadata(target)
     export_model(build_model(ModelConfig(hidden_units=(8,), seed=2)), metadata, target)
     assert Predictor.load(target).experiment_version == "exp-test-1"
+
+
+def test_the_experiment_network_reads_ranks_of_density_free_features_only() -> None:
+    rows = np.stack([featurize(formula, 5.0) for formula in ("Fe3Al", "MnF2", "NiO", "Gd")])
+    derived = derived_features(rows, with_density=False)
+    network = build_experiment_network(
+        ExperimentConfig(quantile_bins=4),
+        feature_mean=derived.mean(axis=0),
+        feature_variance=derived.var(axis=0),
+        feature_quantiles=feature_quantiles(derived, 4),
+    )
+    ranks = network.get_layer("ranks")
+    assert ranks.output.shape[-1] == derived.shape[1]
+    denser = rows.copy()
+    denser[:, DENSITY_INDEX] = 20.0
+    answers, denser_answers = network(rows), network(denser)
+    for name in ("ordering", "log_temperature"):
+        np.testing.assert_array_equal(np.asarray(answers[name]), np.asarray(denser_answers[name]))

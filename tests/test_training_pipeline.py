@@ -17,7 +17,12 @@ from app.core.predictor import Predictor
 from app.main import create_app
 from model_training.__main__ import main
 from model_training.ablation import fit_vector_scaling, tune_decision_offsets
-from model_training.architecture import derived_feature_names, derived_features
+from model_training.architecture import (
+    QuantileRanks,
+    derived_feature_names,
+    derived_features,
+    feature_quantiles,
+)
 from model_training.data import file_sha256
 from model_training.metrics import expected_calibration_error, probabilities_from_logits, score
 from model_training.report import CONFUSION_PLOT, F1_PLOT, RELIABILITY_PLOT
@@ -235,6 +240,27 @@ def test_derived_features_do_not_depend_on_how_the_formula_is_written() -> None:
     # Fe2O3: 159.69 g/mol over 5 atoms at 5.2 g/cm3 is 10.2 cubic angstrom per atom.
     assert volume == pytest.approx(159.69 / 5 * 1.66054 / 5.2, rel=1e-3)
     assert np.isfinite(derived).all()
+
+
+def test_quantile_ranks_follow_the_training_distribution_and_survive_serialisation() -> None:
+    rng = np.random.default_rng(0)
+    training = np.stack([rng.exponential(size=1000), np.zeros(1000)], axis=1).astype(np.float32)
+    training[:100, 1] = 1.0  # a mostly-zero column, as an element fraction is
+    layer = QuantileRanks(quantiles=feature_quantiles(training, 16))
+    probe = np.asarray([[-1.0, 0.0], [np.median(training[:, 0]), 0.5], [1e3, 2.0]], np.float32)
+    ranks = np.asarray(layer(probe))
+    np.testing.assert_allclose(ranks[0], [-1.0, -1.0])  # below every training value
+    assert ranks[1, 0] == pytest.approx(0.0, abs=0.01)  # the median is the middle rank
+    np.testing.assert_allclose(ranks[2], [1.0, 1.0])  # above every training value
+    # The zeros fill the first 14 of 16 bins: 0 is ranked below them, 0.5 past them.
+    assert ranks[0, 1] == -1.0
+    assert ranks[1, 1] == pytest.approx(2 * 14.5 / 16 - 1)
+    column = np.sort(training[:, 0])[:, None].repeat(2, axis=1)
+    assert np.all(np.diff(np.asarray(layer(column))[:, 0]) >= 0)  # monotone
+    restored = QuantileRanks.from_config(layer.get_config())
+    np.testing.assert_array_equal(np.asarray(restored(probe)), ranks)
+    with pytest.raises(ValueError, match="ascending"):
+        QuantileRanks(quantiles=feature_quantiles(training, 16)[::-1])
 
 
 def test_cpu_strategy_and_unavailable_accelerators() -> None:

@@ -24,6 +24,7 @@ from model_training.architecture import (
     TemperatureSoftmax,
     density_free_inputs,
     derived_features,
+    feature_quantiles,
     hidden_layers,
 )
 from model_training.data import LabelledData
@@ -71,6 +72,9 @@ class ExperimentConfig:
             composition by atomic fraction and fed beside the derived features (0: none).
         clip: Standardised features are clipped to ``[-clip, clip]``: a rare element's
             fraction, standardised, would otherwise reach values in the hundreds.
+        quantile_bins: The network also reads each derived feature's rank among the training
+            rows, from quantiles this many bins apart (`QuantileRanks`), as the MP head does;
+            0 (the default): not. 32 bins did not help this head (docs/model_experiments.md).
         seed: Seed of initialisation, dropout and shuffling.
     """
 
@@ -90,6 +94,7 @@ class ExperimentConfig:
     temperature_weight: float = 2.0
     element_embedding: int = 64
     clip: float | None = 5.0
+    quantile_bins: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class ExperimentConfig:
         low, median, high = self.quantiles
         if not 0.0 < low < median < high < 1.0:
             raise ValueError(f"quantiles must be increasing in (0, 1), got {self.quantiles=}")
+        if self.quantile_bins < 0:
+            raise ValueError(f"quantile_bins must not be negative, got {self.quantile_bins=}")
         if min(self.ensemble_size, self.epochs, self.batch_size, self.patience) < 1:
             raise ValueError("ensemble_size, epochs, batch_size and patience must be positive")
 
@@ -150,6 +157,7 @@ def build_experiment_network(
     *,
     feature_mean: npt.NDArray[np.float32] | None = None,
     feature_variance: npt.NDArray[np.float32] | None = None,
+    feature_quantiles: npt.NDArray[np.float32] | None = None,
 ) -> keras.Model:
     """Build an untrained experiment network.
 
@@ -157,6 +165,7 @@ def build_experiment_network(
         config: Its shape.
         feature_mean: Training-split mean of each density-free derived feature.
         feature_variance: Their training-split variance.
+        feature_quantiles: Their training-split quantiles, for their ranks.
 
     Returns:
         A Keras model from ``(n, 119)`` features to ``{"ordering": (n, 2) logits,
@@ -170,6 +179,7 @@ def build_experiment_network(
         feature_variance=feature_variance,
         clip=config.clip,
         element_embedding=config.element_embedding,
+        feature_quantiles=feature_quantiles,
     )
     x = hidden_layers(x, config)
     logits = keras.layers.Dense(N_EXPERIMENT_CLASSES, name=ORDERING_OUTPUT)(x)
@@ -328,6 +338,8 @@ def fit_experiment_network(
     )
     derived = derived_features(train.features, with_density=False)
     normalisation = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    if config.quantile_bins:
+        normalisation["feature_quantiles"] = feature_quantiles(derived, config.quantile_bins)
     logger.info(
         "fitting the experiment network (%d member(s)) on %d records under %s",
         config.ensemble_size,
