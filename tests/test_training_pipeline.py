@@ -188,7 +188,8 @@ def test_ablate_command_scores_every_variant_and_exports_nothing(
     saved = (run_dir / "ablation.md").read_text()
     variants = [line.split(" | ")[0].strip("| ") for line in saved.splitlines()[4:]]
     assert variants == [
-        "lightgbm", "lightgbm + offsets", "magorder", "3 networks", "1 network", "dropout 0.4",
+        "lightgbm", "lightgbm + offsets", "magorder", "3 networks", "1 network", "no ranks",
+        "dropout 0.4",
         "labels only", "set encoder", "magorder + offsets", "magorder, vector scaling",
         "magorder + trees",
     ]  # fmt: skip
