@@ -251,6 +251,32 @@ def feature_quantiles(derived: npt.NDArray[np.float32], bins: int) -> npt.NDArra
     return np.quantile(derived, np.linspace(0.0, 1.0, bins + 1), axis=0).astype(np.float32)
 
 
+def training_statistics(
+    derived: npt.NDArray[np.float32], *, quantile_bins: int = 0
+) -> dict[str, npt.NDArray[np.float32]]:
+    """What a network bakes in of its training rows, as keyword arguments of its builder.
+
+    Args:
+        derived: ``(n, n_features)`` derived features of the training rows.
+        quantile_bins: With more than 0, also their quantiles (`feature_quantiles`).
+
+    Returns:
+        ``feature_mean`` and ``feature_variance``, and ``feature_quantiles`` when asked for.
+    """
+    statistics = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    if quantile_bins:
+        statistics["feature_quantiles"] = feature_quantiles(derived, quantile_bins)
+    return statistics
+
+
+def _beside_ranks(x: Any, derived: Any, quantiles: npt.NDArray[np.float32] | None) -> Any:
+    """``x`` with the ranks of ``derived`` (`QuantileRanks`) after it; ``x`` without quantiles."""
+    if quantiles is None:
+        return x
+    ranks = QuantileRanks(quantiles=quantiles, name="ranks")(derived)
+    return keras.layers.Concatenate(name="standardised_and_ranks")([x, ranks])
+
+
 def derived_features(
     features: npt.NDArray[np.float32], *, with_density: bool = True
 ) -> npt.NDArray[np.float32]:
@@ -293,10 +319,7 @@ def standardised_features(
     variance = np.ones(n_derived, np.float32) if feature_variance is None else feature_variance
     x = CompositionFeatures(name="composition")(features)
     standardised = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
-    if feature_quantiles is None:
-        return standardised
-    ranks = QuantileRanks(quantiles=feature_quantiles, name="ranks")(x)
-    return keras.layers.Concatenate(name="standardised_and_ranks")([standardised, ranks])
+    return _beside_ranks(standardised, x, feature_quantiles)
 
 
 def density_free_inputs(
@@ -332,9 +355,7 @@ def density_free_inputs(
     x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(derived)
     if clip is not None:
         x = keras.ops.clip(x, -clip, clip)
-    if feature_quantiles is not None:
-        ranks = QuantileRanks(quantiles=feature_quantiles, name="ranks")(derived)
-        x = keras.layers.Concatenate(name="standardised_and_ranks")([x, ranks])
+    x = _beside_ranks(x, derived, feature_quantiles)
     if not element_embedding:
         return x
     counts = keras.ops.maximum(features[:, :N_ELEMENTS], 0.0)

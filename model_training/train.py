@@ -17,7 +17,7 @@ from model_training.architecture import (
     N_CLASSES,
     build_logits_model,
     derived_features,
-    feature_quantiles,
+    training_statistics,
 )
 from model_training.baselines import GradientBoostedTrees
 from model_training.config import ModelConfig, Preset, TrainConfig
@@ -142,11 +142,7 @@ def _standardisation(config: ModelConfig, features: npt.NDArray[np.float32]) -> 
     """
     if config.preset is Preset.SEED:
         return {}
-    derived = derived_features(features)
-    statistics = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
-    if config.quantile_bins:
-        statistics["feature_quantiles"] = feature_quantiles(derived, config.quantile_bins)
-    return statistics
+    return training_statistics(derived_features(features), quantile_bins=config.quantile_bins)
 
 
 def _fit_member(

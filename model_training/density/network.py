@@ -18,7 +18,12 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.features import DENSITY_INDEX, N_FEATURES
-from model_training.architecture import density_free_inputs, derived_features, hidden_layers
+from model_training.architecture import (
+    density_free_inputs,
+    derived_features,
+    hidden_layers,
+    training_statistics,
+)
 from model_training.data import LabelledData
 from model_training.members import (
     average_members,
@@ -197,7 +202,7 @@ def fit_density_network(
     """
     started = time.perf_counter()
     derived = derived_features(train.features, with_density=False)
-    normalisation = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
+    normalisation = training_statistics(derived)
     logger.info(
         "fitting the density network (%d member(s)) on %d rows under %s",
         config.ensemble_size,

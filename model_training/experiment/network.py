@@ -24,8 +24,8 @@ from model_training.architecture import (
     TemperatureSoftmax,
     density_free_inputs,
     derived_features,
-    feature_quantiles,
     hidden_layers,
+    training_statistics,
 )
 from model_training.data import LabelledData
 from model_training.members import (
@@ -337,9 +337,7 @@ def fit_experiment_network(
         weights,
     )
     derived = derived_features(train.features, with_density=False)
-    normalisation = {"feature_mean": derived.mean(axis=0), "feature_variance": derived.var(axis=0)}
-    if config.quantile_bins:
-        normalisation["feature_quantiles"] = feature_quantiles(derived, config.quantile_bins)
+    normalisation = training_statistics(derived, quantile_bins=config.quantile_bins)
     logger.info(
         "fitting the experiment network (%d member(s)) on %d records under %s",
         config.ensemble_size,
