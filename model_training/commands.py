@@ -218,6 +218,7 @@ def experiment(args: argparse.Namespace, *, command_line: str) -> str:
     head_dir = export_experiment_head(
         evaluation.network,
         temperature=evaluation.temperature,
+        margin=evaluation.interval_margin,
         train=data.subset(split.train),
         model_dir=args.model_dir,
         model_version=args.version,

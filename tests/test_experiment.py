@@ -31,7 +31,15 @@ from model_training.__main__ import main
 from model_training.architecture import derived_features, feature_quantiles
 from model_training.data import SnapshotError
 from model_training.experiment.data import load_experimental_data
-from model_training.experiment.network import ExperimentConfig, build_experiment_network
+from model_training.experiment.network import (
+    ExperimentConfig,
+    TrainedExperimentNetwork,
+    _pinball_loss,
+    build_experiment_network,
+    interval_margin,
+    served_experiment_model,
+    widened,
+)
 from model_training.experiment.report import CONFUSION_PLOT, PARITY_PLOT
 from model_training.rule_labels import can_carry_moment
 from model_training.split import load_split, save_split, split_data
@@ -283,3 +291,57 @@ def test_the_experiment_network_reads_ranks_of_density_free_features_only() -> N
     answers, denser_answers = network(rows), network(denser)
     for name in ("ordering", "log_temperature"):
         np.testing.assert_array_equal(np.asarray(answers[name]), np.asarray(denser_answers[name]))
+
+
+def test_the_temperature_pull_weighs_the_teacher_against_the_measured_temperature() -> None:
+    quantiles = (0.1, 0.5, 0.9)
+    predicted = np.log(np.asarray([[90.0, 100.0, 110.0]], np.float32))
+    measured_only = np.log(np.asarray([[100.0, 300.0]], np.float32))
+    teacher_only = np.log(np.asarray([[300.0, 100.0]], np.float32))
+    labels_loss, pulled_loss = _pinball_loss(quantiles, 0.0), _pinball_loss(quantiles, 1.0)
+    # Without the pull only the measured column counts; with the whole weight on it, only the
+    # teacher's: each loss is then lower where its own column matches the median.
+    assert float(labels_loss(measured_only, predicted)[0]) < float(
+        labels_loss(teacher_only, predicted)[0]
+    )
+    assert float(pulled_loss(teacher_only, predicted)[0]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="temperature_distillation"):
+        ExperimentConfig(temperature_distillation=1.5)
+
+
+def test_the_interval_margin_makes_the_calibration_rows_covered_as_asked() -> None:
+    rng = np.random.default_rng(0)
+    measured = rng.normal(5.0, 1.0, 2000).astype(np.float32)
+    centre = measured + rng.normal(0.0, 0.5, 2000).astype(np.float32)
+    narrow = np.stack([centre - 0.1, centre, centre + 0.1], axis=1)
+    wide = np.stack([centre - 3.0, centre, centre + 3.0], axis=1)
+
+    def coverage(quantiles: np.ndarray) -> float:
+        return float(((quantiles[:, 0] <= measured) & (measured <= quantiles[:, 2])).mean())
+
+    assert coverage(narrow) < 0.3
+    assert coverage(wide) == 1.0
+    for quantiles in (narrow, wide):
+        margin = interval_margin(quantiles, measured, 0.8)
+        assert 0.8 <= coverage(widened(quantiles, margin)) <= 0.81
+    assert interval_margin(wide, measured, 0.8) < 0.0 < interval_margin(narrow, measured, 0.8)
+    # Narrowed past the median, the ends stop at it.
+    np.testing.assert_array_equal(widened(narrow, -1.0), np.repeat(centre[:, None], 3, axis=1))
+
+
+def test_the_served_head_widens_its_interval_as_the_evaluation_does() -> None:
+    config = ExperimentConfig(hidden_units=(8,), element_embedding=4, ensemble_size=1)
+    network = TrainedExperimentNetwork(
+        model=build_experiment_network(config),
+        config=config,
+        best_epochs=(1,),
+        epochs_run=(1,),
+        seconds=0.0,
+        strategy="test",
+    )
+    rows = np.stack([featurize(formula, 5.0) for formula in ("Fe3Al", "MnF2", "NiO", "Gd")])
+    _, log_t = network.outputs(rows)
+    served = np.asarray(served_experiment_model(network, 1.0, 0.25)(rows))
+    np.testing.assert_allclose(served[:, 1:], np.exp(widened(log_t, 0.25)), rtol=1e-5)
+    assert (served[:, 1] <= served[:, 2]).all()
+    assert (served[:, 2] <= served[:, 3]).all()

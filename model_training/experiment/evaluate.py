@@ -33,7 +33,9 @@ from model_training.experiment.network import (
     Teachers,
     TrainedExperimentNetwork,
     fit_experiment_network,
+    interval_margin,
     log_temperatures,
+    widened,
 )
 from model_training.metrics import (
     RegressionScores,
@@ -117,9 +119,12 @@ class ExperimentEvaluation:
         split_sizes: Records in each part of the split.
         results: Every model's figures, baselines first, ``magorder`` last.
         temperature: Calibration temperature of the network's ordering logits.
+        interval_margin: How far the temperature interval is moved apart (ln T), chosen on
+            validation so that it holds its nominal share there (`interval_margin`).
         ece_before: Expected calibration error of P(FM | magnetic) before scaling.
         ece_after: The same after scaling.
         interval_coverage: Share of test records whose temperature lies in the interval.
+        interval_coverage_unwidened: The same for the network's own quantiles.
         interval_width_median: Median width of that interval, K.
         called_nm: Share of (magnetic) test records the combined answer calls NM, when the
             Materials Project head is given estimated densities; None without that head.
@@ -137,9 +142,11 @@ class ExperimentEvaluation:
     split_sizes: dict[str, int]
     results: list[ExperimentResult]
     temperature: float
+    interval_margin: float
     ece_before: float
     ece_after: float
     interval_coverage: float
+    interval_coverage_unwidened: float
     interval_width_median: float
     called_nm: float | None
     predictions: pd.DataFrame
@@ -417,10 +424,12 @@ def _mp_head_ordering(
 def _well_known(
     network: TrainedExperimentNetwork,
     temperature: float,
+    margin: float,
     predictor: Predictor | None,
 ) -> list[dict[str, Any]]:
     features = np.stack([featurize(f, density) for f, density, _, _ in WELL_KNOWN_MAGNETS])
     logits, log_t = network.outputs(features)
+    log_t = widened(log_t, margin)
     p_fm = probabilities_from_logits(logits, temperature)[:, _FM]
     p_nm = _mp_head_ordering(predictor, features)[1] if predictor is not None else None
     answers = []
@@ -522,18 +531,22 @@ def run_experiment_evaluation(
     on_stage("experiment network")
     teachers = (
         _teachers(train, rounds=config.teacher_rounds, seed=config.seed)
-        if config.distillation > 0
+        if max(config.distillation, config.temperature_distillation) > 0
         else None
     )
     network = fit_experiment_network(
         train, validation, config=config, teachers=teachers, strategy=strategy, verbose=verbose
     )
-    validation_logits, _ = network.outputs(validation.features)
+    validation_logits, validation_log_t = network.outputs(validation.features)
     temperature = fit_temperature(validation_logits, validation.labels)
+    low, _, high = config.quantiles
+    margin = interval_margin(validation_log_t, log_temperatures(validation), high - low)
     test_logits, test_log_t = network.outputs(test.features)
     before = probabilities_from_logits(test_logits)
     after = probabilities_from_logits(test_logits, temperature)
-    kelvin = np.exp(test_log_t.astype(np.float64))
+    unwidened = np.exp(test_log_t.astype(np.float64))
+    kelvin = np.exp(widened(test_log_t, margin).astype(np.float64))
+    logger.info("temperature interval moved apart by %.3f in ln T (chosen on validation)", margin)
     results.append(
         _temperature_result(
             "magorder",
@@ -557,6 +570,7 @@ def run_experiment_evaluation(
         predictions["p_nm_mp"] = mp_nm.round(3)
         predictions["combined"] = np.where(nm, "NM", predictions["predicted"])
     inside = (kelvin[:, 0] <= test_t) & (test_t <= kelvin[:, 2])
+    inside_unwidened = (unwidened[:, 0] <= test_t) & (test_t <= unwidened[:, 2])
     return ExperimentEvaluation(
         data=data.report.to_dict(),
         split_sizes={
@@ -566,14 +580,16 @@ def run_experiment_evaluation(
         },
         results=results,
         temperature=temperature,
+        interval_margin=margin,
         ece_before=expected_calibration_error(before, test.labels),
         ece_after=expected_calibration_error(after, test.labels),
         interval_coverage=float(inside.mean()),
+        interval_coverage_unwidened=float(inside_unwidened.mean()),
         interval_width_median=float(np.median(kelvin[:, 2] - kelvin[:, 0])),
         called_nm=called_nm,
         predictions=predictions,
         failures=_failures(predictions),
-        well_known=_well_known(network, temperature, mp_predictor),
+        well_known=_well_known(network, temperature, margin, mp_predictor),
         density_estimator_mae=density_mae,
         network=network,
     )

@@ -33,6 +33,7 @@ def export_experiment_head(
     network: TrainedExperimentNetwork,
     *,
     temperature: float,
+    margin: float,
     train: LabelledData,
     model_dir: Path,
     model_version: str,
@@ -45,6 +46,8 @@ def export_experiment_head(
     Args:
         network: The trained network.
         temperature: Calibration temperature of its ordering logits.
+        margin: How far its temperature interval is moved apart, in ln T
+            (`interval_margin`).
         train: The records it was trained on (their elements go into the card).
         model_dir: The model directory the head belongs to; its ``experiment/`` is replaced.
         model_version: Version of this head.
@@ -69,6 +72,7 @@ def export_experiment_head(
         training_config={
             "network": network.config.to_dict(),
             "temperature": temperature,
+            "interval_margin": margin,
             "best_epochs": network.best_epochs,
             "epochs_run": network.epochs_run,
             "fit_seconds": round(network.seconds, 1),
@@ -81,7 +85,7 @@ def export_experiment_head(
         tensorflow_version=tf.__version__,
     )
     return export_model(
-        served_experiment_model(network, temperature),
+        served_experiment_model(network, temperature, margin),
         metadata,
         model_dir / EXPERIMENT_DIRNAME,
         output_name=OUTPUT_NAME,

@@ -63,9 +63,12 @@ class ExperimentConfig:
         patience: Epochs without a lower validation loss before training stops.
         warmup_epochs: Epochs before early stopping starts watching.
         class_weighting: Exponent of inverse class frequency used as class weight.
-        distillation: Weight of the LightGBM teachers' out-of-fold answers in the targets:
-            of the classifier's probabilities against the labels, and of the regressor's
-            log-temperature as a second pull on the median.
+        distillation: Weight of the LightGBM classifier teacher's out-of-fold probabilities
+            against the labels in the ordering targets.
+        temperature_distillation: Weight of the LightGBM regressor teacher's out-of-fold
+            log-temperature, as a second pull on the median, against the pinball loss on the
+            measured one. Lower than ``distillation``: at 0.5 the pull held the median near
+            the teacher's own out-of-fold errors (docs/model_experiments.md).
         teacher_rounds: Boosting rounds of each teacher fold.
         temperature_weight: Weight of the temperature loss against the ordering loss.
         element_embedding: Width of a learnt vector per element, averaged over the
@@ -82,14 +85,15 @@ class ExperimentConfig:
     dropout: float = 0.1
     ensemble_size: int = 2
     quantiles: tuple[float, float, float] = (0.1, 0.5, 0.9)
-    epochs: int = 60
-    batch_size: int = 256
+    epochs: int = 150
+    batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 10
+    patience: int = 25
     warmup_epochs: int = 10
     class_weighting: float = 0.5
     distillation: float = 0.5
+    temperature_distillation: float = 0.15
     teacher_rounds: int = 600
     temperature_weight: float = 2.0
     element_embedding: int = 64
@@ -100,8 +104,12 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not self.hidden_units or any(units < 1 for units in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.distillation <= 1.0:
-            raise ValueError(f"bad {self.dropout=} or {self.distillation=}")
+        if not 0.0 <= self.dropout < 1.0 or not all(
+            0.0 <= d <= 1.0 for d in (self.distillation, self.temperature_distillation)
+        ):
+            raise ValueError(
+                f"bad {self.dropout=}, {self.distillation=} or {self.temperature_distillation=}"
+            )
         low, median, high = self.quantiles
         if not 0.0 < low < median < high < 1.0:
             raise ValueError(f"quantiles must be increasing in (0, 1), got {self.quantiles=}")
@@ -276,7 +284,9 @@ def _fit_member(
             steps_per_epoch=steps,
             loss={
                 ORDERING_OUTPUT: _weighted_cross_entropy,
-                TEMPERATURE_OUTPUT: _pinball_loss(config.quantiles, config.distillation),
+                TEMPERATURE_OUTPUT: _pinball_loss(
+                    config.quantiles, config.temperature_distillation
+                ),
             },
             loss_weights={ORDERING_OUTPUT: 1.0, TEMPERATURE_OUTPUT: config.temperature_weight},
         )
@@ -310,7 +320,7 @@ def fit_experiment_network(
         validation: Validation records, for early stopping.
         config: Shape and fitting of the network.
         teachers: LightGBM's out-of-fold answers for the training rows; needed when
-            ``config.distillation`` is above 0.
+            ``config.distillation`` or ``config.temperature_distillation`` is above 0.
         strategy: The ``tf.distribute`` strategy to build and fit under.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
 
@@ -321,14 +331,11 @@ def fit_experiment_network(
     weights = class_weights(train.labels, config.class_weighting, n_classes=N_EXPERIMENT_CLASSES)
     one_hot = np.eye(N_EXPERIMENT_CLASSES, dtype=np.float32)[train.labels]
     log_t = log_temperatures(train)
-    if config.distillation > 0:
-        if teachers is None:
-            raise ValueError("distillation needs the teachers' out-of-fold answers")
-        d = config.distillation
-        soft = (1 - d) * one_hot + d * teachers.probabilities
-        teacher_log_t = teachers.log_temperature
-    else:
-        soft, teacher_log_t = one_hot, log_t
+    if max(config.distillation, config.temperature_distillation) > 0 and teachers is None:
+        raise ValueError("distillation needs the teachers' out-of-fold answers")
+    d = config.distillation
+    soft = one_hot if teachers is None else (1 - d) * one_hot + d * teachers.probabilities
+    teacher_log_t = log_t if teachers is None else teachers.log_temperature
     train_targets = _targets(train, soft, teacher_log_t, weights)
     validation_targets = _targets(
         validation,
@@ -380,7 +387,46 @@ def fit_experiment_network(
     return network
 
 
-def served_experiment_model(network: TrainedExperimentNetwork, temperature: float) -> keras.Model:
+def interval_margin(
+    log_quantiles: npt.NDArray[np.float32],
+    log_measured: npt.NDArray[np.float32],
+    coverage: float,
+) -> float:
+    """How far to move the low and high quantiles apart so the interval covers ``coverage``.
+
+    Conformalised quantile regression (Romano, Patterson & Candès, NeurIPS 2019): on rows the
+    network was not fitted on, each row's score is how far its measured value lies outside
+    its interval (negative inside); the margin is the score's ``coverage`` quantile with the
+    finite-sample correction, so that on new rows from the same distribution at least that
+    share falls inside ``[low - margin, high + margin]``. A negative margin narrows it.
+
+    Args:
+        log_quantiles: ``(n, 3)`` low, median and high ln T of the calibration rows.
+        log_measured: ``(n,)`` their measured ln T.
+        coverage: The share the interval is meant to hold (0.8 for 10-90 % quantiles).
+
+    Returns:
+        The margin, in ln T.
+    """
+    scores = np.maximum(log_quantiles[:, 0] - log_measured, log_measured - log_quantiles[:, 2])
+    level = min(1.0, np.ceil((len(scores) + 1) * coverage) / len(scores))
+    return float(np.quantile(scores, level, method="higher"))
+
+
+def widened(log_quantiles: npt.NDArray[np.float32], margin: float) -> npt.NDArray[np.float32]:
+    """Return ``(n, 3)`` quantiles of ln T with the interval moved apart by ``margin``.
+
+    The low and high ends never pass the median, as in the served head.
+    """
+    low, median, high = log_quantiles[:, 0], log_quantiles[:, 1], log_quantiles[:, 2]
+    return np.stack(
+        [np.minimum(low - margin, median), median, np.maximum(high + margin, median)], axis=1
+    ).astype(np.float32)
+
+
+def served_experiment_model(
+    network: TrainedExperimentNetwork, temperature: float, margin: float = 0.0
+) -> keras.Model:
     """Wrap a trained network into the served head: one ``(n, 4)`` output.
 
     Columns (`app.core.model_card.EXPERIMENT_OUTPUT_COLUMNS`): P(FM | magnetic) after
@@ -389,15 +435,27 @@ def served_experiment_model(network: TrainedExperimentNetwork, temperature: floa
     Args:
         network: The trained network.
         temperature: Calibration temperature of the ordering logits.
+        margin: `interval_margin` of the temperature interval, in ln T.
 
     Returns:
         A model from ``(n, 119)`` features to ``(n, 4)``.
     """
+    ops = keras.ops
     features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
     out = network.model(features)
     probabilities = TemperatureSoftmax(temperature=temperature, name="ordering_probabilities")(
         out[ORDERING_OUTPUT]
     )
-    kelvin = keras.ops.exp(out[TEMPERATURE_OUTPUT])
+    log_t = out[TEMPERATURE_OUTPUT]
+    median = log_t[:, 1:2]
+    log_t = ops.concatenate(
+        [
+            ops.minimum(log_t[:, 0:1] - margin, median),
+            median,
+            ops.maximum(log_t[:, 2:3] + margin, median),
+        ],
+        axis=-1,
+    )
+    kelvin = ops.exp(log_t)
     served = keras.ops.concatenate([probabilities[:, 0:1], kelvin], axis=-1)
     return keras.Model(features, served, name="magorder_experiment_served")
