@@ -323,10 +323,12 @@ def test_the_interval_margin_makes_the_calibration_rows_covered_as_asked() -> No
     assert coverage(wide) == 1.0
     for quantiles in (narrow, wide):
         margin = interval_margin(quantiles, measured, 0.8)
-        assert 0.8 <= coverage(widened(quantiles, margin)) <= 0.81
+        assert 0.8 <= coverage(np.asarray(widened(quantiles, margin))) <= 0.81
     assert interval_margin(wide, measured, 0.8) < 0.0 < interval_margin(narrow, measured, 0.8)
     # Narrowed past the median, the ends stop at it.
-    np.testing.assert_array_equal(widened(narrow, -1.0), np.repeat(centre[:, None], 3, axis=1))
+    np.testing.assert_array_equal(
+        np.asarray(widened(narrow, -1.0)), np.repeat(centre[:, None], 3, axis=1)
+    )
 
 
 def test_the_served_head_widens_its_interval_as_the_evaluation_does() -> None:
@@ -342,6 +344,6 @@ def test_the_served_head_widens_its_interval_as_the_evaluation_does() -> None:
     rows = np.stack([featurize(formula, 5.0) for formula in ("Fe3Al", "MnF2", "NiO", "Gd")])
     _, log_t = network.outputs(rows)
     served = np.asarray(served_experiment_model(network, 1.0, 0.25)(rows))
-    np.testing.assert_allclose(served[:, 1:], np.exp(widened(log_t, 0.25)), rtol=1e-5)
+    np.testing.assert_allclose(served[:, 1:], np.exp(np.asarray(widened(log_t, 0.25))), rtol=1e-5)
     assert (served[:, 1] <= served[:, 2]).all()
     assert (served[:, 2] <= served[:, 3]).all()

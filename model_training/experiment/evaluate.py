@@ -429,7 +429,7 @@ def _well_known(
 ) -> list[dict[str, Any]]:
     features = np.stack([featurize(f, density) for f, density, _, _ in WELL_KNOWN_MAGNETS])
     logits, log_t = network.outputs(features)
-    log_t = widened(log_t, margin)
+    log_t = np.asarray(widened(log_t, margin))
     p_fm = probabilities_from_logits(logits, temperature)[:, _FM]
     p_nm = _mp_head_ordering(predictor, features)[1] if predictor is not None else None
     answers = []
@@ -449,6 +449,11 @@ def _well_known(
             }
         )
     return answers
+
+
+def _coverage(quantiles: npt.NDArray[np.float64], measured: npt.NDArray[np.float64]) -> float:
+    """Share of ``measured`` between the low (column 0) and high (column 2) quantile."""
+    return float(((quantiles[:, 0] <= measured) & (measured <= quantiles[:, 2])).mean())
 
 
 def run_experiment_evaluation(
@@ -545,7 +550,7 @@ def run_experiment_evaluation(
     before = probabilities_from_logits(test_logits)
     after = probabilities_from_logits(test_logits, temperature)
     unwidened = np.exp(test_log_t.astype(np.float64))
-    kelvin = np.exp(widened(test_log_t, margin).astype(np.float64))
+    kelvin = np.exp(np.asarray(widened(test_log_t, margin), np.float64))
     logger.info("temperature interval moved apart by %.3f in ln T (chosen on validation)", margin)
     results.append(
         _temperature_result(
@@ -569,8 +574,6 @@ def run_experiment_evaluation(
         called_nm = float(nm.mean())
         predictions["p_nm_mp"] = mp_nm.round(3)
         predictions["combined"] = np.where(nm, "NM", predictions["predicted"])
-    inside = (kelvin[:, 0] <= test_t) & (test_t <= kelvin[:, 2])
-    inside_unwidened = (unwidened[:, 0] <= test_t) & (test_t <= unwidened[:, 2])
     return ExperimentEvaluation(
         data=data.report.to_dict(),
         split_sizes={
@@ -583,8 +586,8 @@ def run_experiment_evaluation(
         interval_margin=margin,
         ece_before=expected_calibration_error(before, test.labels),
         ece_after=expected_calibration_error(after, test.labels),
-        interval_coverage=float(inside.mean()),
-        interval_coverage_unwidened=float(inside_unwidened.mean()),
+        interval_coverage=_coverage(kelvin, test_t),
+        interval_coverage_unwidened=_coverage(unwidened, test_t),
         interval_width_median=float(np.median(kelvin[:, 2] - kelvin[:, 0])),
         called_nm=called_nm,
         predictions=predictions,

@@ -413,19 +413,27 @@ def interval_margin(
     return float(np.quantile(scores, level, method="higher"))
 
 
-def widened(log_quantiles: npt.NDArray[np.float32], margin: float) -> npt.NDArray[np.float32]:
-    """Return ``(n, 3)`` quantiles of ln T with the interval moved apart by ``margin``.
+def widened(log_quantiles: Any, margin: float) -> Any:
+    """The ``(n, 3)`` quantiles of ln T with the interval moved apart by ``margin``.
 
-    The low and high ends never pass the median, as in the served head.
+    One rule for the served graph and the evaluation: it takes a tensor or an array and
+    returns a tensor (``np.asarray`` of it for NumPy). The low and high ends never pass the
+    median.
     """
-    low, median, high = log_quantiles[:, 0], log_quantiles[:, 1], log_quantiles[:, 2]
-    return np.stack(
-        [np.minimum(low - margin, median), median, np.maximum(high + margin, median)], axis=1
-    ).astype(np.float32)
+    ops = keras.ops
+    median = log_quantiles[:, 1:2]
+    return ops.concatenate(
+        [
+            ops.minimum(log_quantiles[:, 0:1] - margin, median),
+            median,
+            ops.maximum(log_quantiles[:, 2:3] + margin, median),
+        ],
+        axis=-1,
+    )
 
 
 def served_experiment_model(
-    network: TrainedExperimentNetwork, temperature: float, margin: float = 0.0
+    network: TrainedExperimentNetwork, temperature: float, margin: float
 ) -> keras.Model:
     """Wrap a trained network into the served head: one ``(n, 4)`` output.
 
@@ -440,22 +448,11 @@ def served_experiment_model(
     Returns:
         A model from ``(n, 119)`` features to ``(n, 4)``.
     """
-    ops = keras.ops
     features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
     out = network.model(features)
     probabilities = TemperatureSoftmax(temperature=temperature, name="ordering_probabilities")(
         out[ORDERING_OUTPUT]
     )
-    log_t = out[TEMPERATURE_OUTPUT]
-    median = log_t[:, 1:2]
-    log_t = ops.concatenate(
-        [
-            ops.minimum(log_t[:, 0:1] - margin, median),
-            median,
-            ops.maximum(log_t[:, 2:3] + margin, median),
-        ],
-        axis=-1,
-    )
-    kelvin = ops.exp(log_t)
+    kelvin = keras.ops.exp(widened(out[TEMPERATURE_OUTPUT], margin))
     served = keras.ops.concatenate([probabilities[:, 0:1], kelvin], axis=-1)
     return keras.Model(features, served, name="magorder_experiment_served")
