@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.features import featurize, parse_compound
+from app.core.features import N_FEATURES, featurize, parse_compound
 from app.core.model_card import MODEL_CARD_FILENAME, read_metadata, write_metadata
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
@@ -27,6 +27,7 @@ from model_training.data import file_sha256
 from model_training.metrics import expected_calibration_error, probabilities_from_logits, score
 from model_training.report import CONFUSION_PLOT, F1_PLOT, RELIABILITY_PLOT
 from model_training.strategy import StrategyChoice, StrategyUnavailableError, choose_strategy
+from model_training.train import training_dataset
 from tests.conftest import make_settings
 from tests.snapshot_fixture import write_snapshot
 
@@ -262,6 +263,23 @@ def test_quantile_ranks_follow_the_training_distribution_and_survive_serialisati
     np.testing.assert_array_equal(np.asarray(restored(probe)), ranks)
     with pytest.raises(ValueError, match="ascending"):
         QuantileRanks(quantiles=feature_quantiles(training, 16)[::-1])
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["one target", "a target per output"])
+def test_the_training_rows_are_shuffled_across_the_whole_split(as_dict: bool) -> None:
+    # The experiment head passes a dict of targets; the shuffle buffer once took len() of it,
+    # two rows, and its network saw the rows in nearly their sorted order every epoch.
+    n_rows = 2000
+    features = np.arange(n_rows, dtype=np.float32)[:, None].repeat(N_FEATURES, axis=1)
+    column = np.arange(n_rows, dtype=np.float32)
+    targets = {"a": column, "b": column} if as_dict else column
+    dataset = training_dataset(features, targets, batch_size=256, shuffle_seed=0)
+    epochs = [np.concatenate([np.asarray(rows)[:, 0] for rows, _ in dataset]) for _ in range(2)]
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), column)  # every row, once
+        # A row's place in the epoch says next to nothing of its place in the split.
+        assert abs(np.corrcoef(order, column)[0, 1]) < 0.1
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
 
 
 def test_cpu_strategy_and_unavailable_accelerators() -> None:
