@@ -51,6 +51,8 @@ from model_training.split import Split
 logger = logging.getLogger(__name__)
 
 _FM, _AFM = 0, 1
+_REGRESSOR_ROUNDS_CAP = 30_000
+"""Most boosting rounds of the LightGBM temperature baseline; early stopping ends it."""
 ERROR_SAMPLE_SIZE = 20
 
 WELL_KNOWN_MAGNETS: tuple[tuple[str, float, str, float], ...] = (
@@ -249,8 +251,14 @@ def _lightgbm(
     classifier.fit(
         x_train, train.labels, eval_X=(x_validation,), eval_y=(validation.labels,), callbacks=stop
     )
+    # ln T under absolute loss converges slowly at this learning rate: a cap of 3,000 rounds
+    # stopped it short (test MAE 59.1 K on the committed split, against 57.5 K after the
+    # 12,444 rounds early stopping chose), which flattered every comparison with it.
     regressor = lightgbm.LGBMRegressor(
-        n_estimators=3000, objective="l1", **LIGHTGBM_TREE_PARAMETERS, random_state=seed
+        n_estimators=_REGRESSOR_ROUNDS_CAP,
+        objective="l1",
+        **LIGHTGBM_TREE_PARAMETERS,
+        random_state=seed,
     )
     regressor.fit(
         x_train,
