@@ -60,7 +60,10 @@ class ExperimentConfig:
         batch_size: Rows per gradient step.
         learning_rate: Peak learning rate of AdamW (cosine decay over ``epochs``).
         weight_decay: Decoupled weight decay.
-        patience: Epochs without a lower validation loss before training stops.
+        patience: Epochs without a lower validation loss before training stops. The
+            default runs the whole cosine schedule and keeps its best epoch: at 25, one seed
+            stopped at epoch 55 of 150 while the learning rate was still high (validation MAE
+            67.6 K, against 59.8 K at its best epoch, 118, of the whole schedule).
         warmup_epochs: Epochs before early stopping starts watching.
         class_weighting: Exponent of inverse class frequency used as class weight.
         distillation: Weight of the LightGBM classifier teacher's out-of-fold probabilities
@@ -89,7 +92,7 @@ class ExperimentConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 25
+    patience: int = 150
     warmup_epochs: int = 10
     class_weighting: float = 0.5
     distillation: float = 0.5
