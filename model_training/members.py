@@ -39,8 +39,8 @@ class MemberFitting(Protocol):
         """Decoupled weight decay."""
 
     @property
-    def patience(self) -> int:
-        """Epochs without a lower validation loss before training stops."""
+    def patience(self) -> int | None:
+        """Epochs without a lower validation loss before training stops; None: never early."""
 
     @property
     def warmup_epochs(self) -> int:
@@ -89,7 +89,8 @@ def fit_on_validation_loss(
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss",
         mode="min",
-        patience=config.patience,
+        # None runs every epoch (the best one is still kept), whatever the epochs asked for.
+        patience=config.epochs if config.patience is None else config.patience,
         restore_best_weights=True,
         start_from_epoch=config.warmup_epochs,
     )

@@ -130,7 +130,7 @@ def training_dataset(
     tensors = (features, targets) if weights is None else (features, targets, weights)
     dataset = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle_seed is not None:
-        # All rows: a buffer of len(targets) held two rows when targets was a dict of outputs.
+        # Every row: len(targets) would count the outputs when targets is a dict of them.
         dataset = dataset.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from model_training.experiment.network import (
 from model_training.experiment.report import CONFUSION_PLOT, PARITY_PLOT
 from model_training.rule_labels import can_carry_moment
 from model_training.split import load_split, save_split, split_data
+from model_training.train import training_dataset
 from tests.conftest import make_settings
 from tests.experiment_fixture import (
     BAD_ROWS,
@@ -307,6 +309,27 @@ def test_the_temperature_pull_weighs_the_teacher_against_the_measured_temperatur
     assert float(pulled_loss(teacher_only, predicted)[0]) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="temperature_distillation"):
         ExperimentConfig(temperature_distillation=1.5)
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(2, 3), (None, 8)])
+def test_without_a_patience_a_member_runs_every_epoch_asked_for(
+    patience: int | None, epochs_run: int
+) -> None:
+    import keras
+
+    from model_training.members import fit_on_validation_loss
+
+    # A learning rate of 0 never lowers the validation loss: any patience stops the fit early.
+    config = replace(ExperimentConfig(), epochs=8, patience=patience, warmup_epochs=0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    rows = np.ones((16, 3), np.float32), np.zeros((16, 1), np.float32)
+    best, run = fit_on_validation_loss(
+        model, training_dataset(*rows, batch_size=8, shuffle_seed=0), rows, config, verbose=0
+    )
+    assert (best, run) == (1, epochs_run)
+    with pytest.raises(ValueError, match="patience"):
+        ExperimentConfig(patience=0)
 
 
 def test_the_interval_margin_makes_the_calibration_rows_covered_as_asked() -> None:

@@ -60,10 +60,10 @@ class ExperimentConfig:
         batch_size: Rows per gradient step.
         learning_rate: Peak learning rate of AdamW (cosine decay over ``epochs``).
         weight_decay: Decoupled weight decay.
-        patience: Epochs without a lower validation loss before training stops. The
-            default runs the whole cosine schedule and keeps its best epoch: at 25, one seed
-            stopped at epoch 55 of 150 while the learning rate was still high (validation MAE
-            67.6 K, against 59.8 K at its best epoch, 118, of the whole schedule).
+        patience: Epochs without a lower validation loss before training stops; None (the
+            default) runs the whole cosine schedule, however many epochs, and keeps its best
+            epoch: at 25, one seed stopped at epoch 55 of 150 while the learning rate was
+            still high (validation MAE 67.6 K, against 59.8 K at its best epoch, 118).
         warmup_epochs: Epochs before early stopping starts watching.
         class_weighting: Exponent of inverse class frequency used as class weight.
         distillation: Weight of the LightGBM classifier teacher's out-of-fold probabilities
@@ -92,7 +92,7 @@ class ExperimentConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 150
+    patience: int | None = None
     warmup_epochs: int = 10
     class_weighting: float = 0.5
     distillation: float = 0.5
@@ -118,8 +118,10 @@ class ExperimentConfig:
             raise ValueError(f"quantiles must be increasing in (0, 1), got {self.quantiles=}")
         if self.quantile_bins < 0:
             raise ValueError(f"quantile_bins must not be negative, got {self.quantile_bins=}")
-        if min(self.ensemble_size, self.epochs, self.batch_size, self.patience) < 1:
-            raise ValueError("ensemble_size, epochs, batch_size and patience must be positive")
+        if min(self.ensemble_size, self.epochs, self.batch_size) < 1:
+            raise ValueError("ensemble_size, epochs and batch_size must be positive")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be positive or None, got {self.patience=}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready values."""
