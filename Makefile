@@ -13,7 +13,7 @@ MODEL_VERSION ?= 1.3.0
 # The reported Curie and Néel temperatures the experiment head is trained on (not part of the
 # repository either), and the version of the bundled experiment head.
 EXPERIMENT_DATA ?= ../shared/data/experimental_magnetic.csv
-EXPERIMENT_VERSION ?= 1.2.0
+EXPERIMENT_VERSION ?= 1.3.0
 # Version of the bundled density estimator (trained on $(DATA), for formulas sent without one).
 DENSITY_VERSION ?= 1.0.1
 

@@ -33,9 +33,10 @@ from model_training.architecture import derived_features, feature_quantiles
 from model_training.data import SnapshotError
 from model_training.experiment.data import load_experimental_data
 from model_training.experiment.network import (
+    KELVIN_SCALE,
     ExperimentConfig,
     TrainedExperimentNetwork,
-    _pinball_loss,
+    _temperature_loss,
     build_experiment_network,
     interval_margin,
     served_experiment_model,
@@ -300,7 +301,7 @@ def test_the_temperature_pull_weighs_the_teacher_against_the_measured_temperatur
     predicted = np.log(np.asarray([[90.0, 100.0, 110.0]], np.float32))
     measured_only = np.log(np.asarray([[100.0, 300.0]], np.float32))
     teacher_only = np.log(np.asarray([[300.0, 100.0]], np.float32))
-    labels_loss, pulled_loss = _pinball_loss(quantiles, 0.0), _pinball_loss(quantiles, 1.0)
+    labels_loss, pulled_loss = (_temperature_loss(quantiles, d, 0.0) for d in (0.0, 1.0))
     # Without the pull only the measured column counts; with the whole weight on it, only the
     # teacher's: each loss is then lower where its own column matches the median.
     assert float(labels_loss(measured_only, predicted)[0]) < float(
@@ -309,6 +310,26 @@ def test_the_temperature_pull_weighs_the_teacher_against_the_measured_temperatur
     assert float(pulled_loss(teacher_only, predicted)[0]) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="temperature_distillation"):
         ExperimentConfig(temperature_distillation=1.5)
+
+
+def test_the_kelvin_term_weighs_a_miss_by_its_kelvin_not_its_ratio() -> None:
+    quantiles = (0.1, 0.5, 0.9)
+    # Each median is 10 % below the measured temperature, and each interval as wide.
+    hot = (np.log(np.asarray([[1000.0, 1000.0]], np.float32)), np.log([[800.0, 900.0, 1000.0]]))
+    cold = (np.log(np.asarray([[100.0, 100.0]], np.float32)), np.log([[80.0, 90.0, 100.0]]))
+
+    def both(kelvin_weight: float) -> tuple[float, float]:
+        loss = _temperature_loss(quantiles, 0.0, kelvin_weight)
+        hot_loss, cold_loss = (float(loss(t, np.asarray(p, np.float32))[0]) for t, p in (hot, cold))
+        return hot_loss, cold_loss
+
+    hot_ln, cold_ln = both(0.0)
+    assert hot_ln == pytest.approx(cold_ln, rel=1e-5)  # ln T alone: the same ratio, the same loss
+    hot_k, cold_k = both(1.0)
+    assert hot_k - hot_ln == pytest.approx(100.0 / KELVIN_SCALE, rel=1e-4)
+    assert cold_k - cold_ln == pytest.approx(10.0 / KELVIN_SCALE, rel=1e-4)
+    with pytest.raises(ValueError, match="kelvin_weight"):
+        ExperimentConfig(kelvin_weight=-1.0)
 
 
 @pytest.mark.parametrize(("patience", "epochs_run"), [(2, 3), (None, 8)])

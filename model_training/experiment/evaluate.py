@@ -565,7 +565,7 @@ def run_experiment_evaluation(
             "magorder",
             "the experiment network: derived features without density and a learnt element "
             f"embedding, then the mean of {config.ensemble_size} MLPs with an FM/AFM head and "
-            "three ln T quantiles, "
+            "three ln T quantiles (the median fitted in kelvin as well), "
             "distilled from LightGBM's out-of-fold answers, temperature-scaled",
             ordering_scores(after.argmax(axis=1)),
             test,

@@ -316,7 +316,8 @@ def write_experiment_card(
         f"- **P(FM | magnetic)** is temperature-scaled (T = {evaluation.temperature:.3f}, "
         "fitted on the validation compositions): expected calibration error on test "
         f"{evaluation.ece_before:.4f} before, {evaluation.ece_after:.4f} after.",
-        "- **Ordering temperature**: the median of the network's prediction, with an 80 % "
+        "- **Ordering temperature**: the median of the network's prediction (fitted on its "
+        "error in kelvin as well as in ln T), with an 80 % "
         "interval: the network's own 10 % and 90 % quantiles (pinball loss on ln T, not an "
         "ensemble spread), moved apart by a margin chosen on the validation compositions so "
         "that 80 % of theirs fall inside (conformalised quantile regression; margin "
