@@ -24,6 +24,10 @@ LIGHTGBM_TREE_PARAMETERS: dict[str, Any] = {
     "subsample_freq": 1,
     "colsample_bytree": 0.5,
     "n_jobs": -1,
+    # The same trees whatever the thread count, and no timed choice between row-wise and
+    # column-wise histograms: a recipe gives the same teacher whatever the core count.
+    "deterministic": True,
+    "force_row_wise": True,
     "verbose": -1,
 }
 """The trees of every LightGBM baseline and teacher (the MP head's, the experiment head's,
