@@ -9,7 +9,7 @@ CONSTRAINTS := constraints.txt
 # The snapshot the bundled model is trained on (not part of the repository).
 DATA ?= ../shared/data/mp_magnetic_ordering.csv
 # Version of the bundled model: bump it with every retrained model that is committed.
-MODEL_VERSION ?= 1.3.0
+MODEL_VERSION ?= 1.4.0
 # The reported Curie and Néel temperatures the experiment head is trained on (not part of the
 # repository either), and the version of the bundled experiment head.
 EXPERIMENT_DATA ?= ../shared/data/experimental_magnetic.csv

@@ -62,6 +62,23 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _add_tree_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tree-sets",
+        type=_non_negative_int,
+        default=None,
+        help="LightGBM boosters compiled into the served graph beside the networks "
+        "(default: 3 for magorder; 0: networks only)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model_training",
@@ -78,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "train", help="train one network, calibrate it and export it (no baselines)"
     )
     _add_training_options(train)
+    _add_tree_option(train)
     train.add_argument(
         "--preset", choices=["magorder", "seed"], default="magorder", help="architecture"
     )
@@ -94,6 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "them all, write the model card and export magorder",
     )
     _add_training_options(evaluate)
+    _add_tree_option(evaluate)
     evaluate.add_argument(
         "--model-dir",
         type=Path,

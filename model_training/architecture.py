@@ -485,23 +485,75 @@ class MemberSpread(keras.layers.Layer):  # type: ignore[misc]
         return {**super().get_config(), "temperature": self.temperature}
 
 
+@keras.saving.register_keras_serializable(package="magorder")
+class BlendWithTrees(keras.layers.Layer):  # type: ignore[misc]
+    """Networks' logits and trees' log-probabilities, weighted (`tree_blend.blend`).
+
+    Args:
+        network_share: The networks' weight, in ``[0, 1]``.
+        **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(self, *, network_share: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= network_share <= 1.0:
+            raise ValueError(f"network_share must be in [0, 1], got {network_share=}")
+        self.network_share = float(network_share)
+
+    def call(self, inputs: list[Any]) -> Any:
+        """Return ``share · log_softmax(network logits) + (1 - share) · trees``."""
+        network_logits, tree_log_probabilities = inputs
+        networks = keras.ops.log_softmax(network_logits, axis=-1)
+        return self.network_share * networks + (1.0 - self.network_share) * tree_log_probabilities
+
+    def compute_output_shape(
+        self, input_shapes: list[tuple[int | None, ...]]
+    ) -> tuple[int | None, ...]:
+        """Return the networks' logits' shape."""
+        return input_shapes[0]
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the layer's configuration for Keras serialisation."""
+        return {**super().get_config(), "network_share": self.network_share}
+
+
 def with_probabilities_and_spread(
-    members: tuple[keras.Model, ...], temperature: float
+    members: tuple[keras.Model, ...],
+    temperature: float,
+    *,
+    trees: keras.Model | None = None,
+    network_share: float = 1.0,
+    with_spread: bool = True,
 ) -> keras.Model:
     """The served model of an ensemble: probabilities of the mean logits, and the spread.
+
+    With ``trees``, the logits are ``network_share · log_softmax(mean member logits) + (1 -
+    network_share) · trees`` (`model_training.tree_blend.blend`), and each member is blended
+    with the same trees before the spread is taken.
 
     Args:
         members: Logits models from `build_logits_model`, trained (one gives a spread of 0).
         temperature: The calibration temperature.
+        trees: Raw features to the trees' class log-probabilities
+            (`model_training.compiled_trees.tree_log_probability_model`), or None.
+        network_share: The networks' weight in the blend with the trees.
+        with_spread: False leaves the spread out.
 
     Returns:
         A model mapping ``(n, 119)`` features to ``(n, 5)``: the four calibrated
-        probabilities, then the members' spread (`MemberSpread`).
+        probabilities, then the members' spread (`MemberSpread`); ``(n, 4)`` without it.
     """
     features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
     logits = [member(features) for member in members]
     mean = logits[0] if len(logits) == 1 else keras.layers.Average(name="mean_logits")(logits)
+    if trees is not None:
+        tree_log_probabilities = trees(features)
+        blended = BlendWithTrees(network_share=network_share, name="blend_with_trees")
+        mean = blended([mean, tree_log_probabilities])
+        logits = [blended([member, tree_log_probabilities]) for member in logits]
     probabilities = TemperatureSoftmax(temperature=temperature, name="probabilities")(mean)
+    if not with_spread:
+        return keras.Model(features, probabilities, name="magorder_served")
     spread = MemberSpread(temperature=temperature, name="member_spread")(logits)
     outputs = keras.layers.Concatenate(name="outputs")([probabilities, spread])
     return keras.Model(features, outputs, name="magorder_served")

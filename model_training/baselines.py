@@ -32,7 +32,11 @@ LIGHTGBM_TREE_PARAMETERS: dict[str, Any] = {
 }
 """The trees of every LightGBM baseline and teacher (the MP head's, the experiment head's,
 the density estimator's)."""
-_LIGHTGBM_PARAMETERS: dict[str, Any] = {**LIGHTGBM_TREE_PARAMETERS, "class_weight": "balanced"}
+LIGHTGBM_CLASSIFIER_PARAMETERS: dict[str, Any] = {
+    **LIGHTGBM_TREE_PARAMETERS,
+    "class_weight": "balanced",
+}
+"""The MP classifiers' parameters: the baseline, the teacher, the served head's trees."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,7 @@ class GradientBoostedTrees:
 
         started = time.perf_counter()
         booster = lightgbm.LGBMClassifier(
-            n_estimators=2000, **_LIGHTGBM_PARAMETERS, random_state=seed
+            n_estimators=2000, **LIGHTGBM_CLASSIFIER_PARAMETERS, random_state=seed
         )
         booster.fit(
             derived_features(train.features),
@@ -133,7 +137,7 @@ class GradientBoostedTrees:
         probabilities = np.zeros((len(train.labels), len(CLASSES)), dtype=np.float32)
         for fit_rows, predict_rows in GroupKFold(n_splits=n_folds).split(derived, groups=groups):
             booster = lightgbm.LGBMClassifier(
-                n_estimators=rounds, **_LIGHTGBM_PARAMETERS, random_state=seed
+                n_estimators=rounds, **LIGHTGBM_CLASSIFIER_PARAMETERS, random_state=seed
             )
             booster.fit(derived[fit_rows], train.labels[fit_rows])
             probabilities[predict_rows] = booster.predict_proba(derived[predict_rows])

@@ -24,13 +24,13 @@ from model_training.experiment.export import export_experiment_head
 from model_training.experiment.network import ExperimentConfig
 from model_training.experiment.report import metrics_summary as experiment_metrics
 from model_training.experiment.report import write_experiment_card
-from model_training.export import export_network, network_training_config
+from model_training.export import export_head, head_training_config
 from model_training.fetch import FetchResult, fetch_snapshot, read_api_key
 from model_training.metrics import score
 from model_training.report import metrics_summary, write_model_card
+from model_training.served_head import fit_head
 from model_training.split import Split, SplitKind, load_split, save_split, split_data
 from model_training.strategy import StrategyChoice, choose_strategy
-from model_training.train import fit_network
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ def _model_config(args: argparse.Namespace, preset: Preset) -> ModelConfig:
     config = ModelConfig.for_preset(preset, seed=args.seed)
     if args.ensemble_size is not None:
         config = replace(config, ensemble_size=args.ensemble_size)
+    if getattr(args, "tree_sets", None) is not None and preset is Preset.MAGORDER:
+        config = replace(config, tree_sets=args.tree_sets)
     return config
 
 
@@ -101,7 +103,7 @@ def _data_and_split(args: argparse.Namespace) -> tuple[LabelledData, Split]:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Train one network, fit its temperature on validation, export it with test figures.
+    """Train the head (its networks, and for magorder its trees), export it with test figures.
 
     Args:
         args: Parsed ``train`` arguments.
@@ -113,7 +115,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     strategy = choose_strategy(StrategyChoice(args.strategy))
     preset = Preset(args.preset)
     train_rows, validation, test = split.parts(data)
-    network = fit_network(
+    head = fit_head(
         train_rows,
         validation,
         model_config=_model_config(args, preset),
@@ -121,7 +123,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         strategy=strategy,
         verbose=0 if args.quiet else 2,
     )
-    calibration = calibrate(network, validation, test)
+    calibration = calibrate(head, test)
     scores = score(test.labels, calibration.probabilities.argmax(axis=1))
     metrics = {
         "split": "grouped by reduced formula",
@@ -132,22 +134,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "per_class": {name: s.f1 for name, s in scores.per_class.items()},
         "ece_after_scaling": calibration.ece_after,
     }
-    export_network(
-        network,
-        temperature=calibration.temperature,
+    export_head(
+        head,
         train=train_rows,
         model_dir=args.output,
         model_version=args.version,
-        description=f"{preset} network trained by `python -m model_training train` "
-        "(no baselines in this run; see `evaluate` for the full comparison).",
+        description=f"{preset} head: {head.describe()}; trained by `python -m model_training "
+        "train` (no baselines in this run; see `evaluate` for the full comparison).",
         metrics=metrics,
     )
     logger.info("exported %s to %s", preset, args.output)
     return {
         **metrics,
-        "temperature": calibration.temperature,
-        "fit_seconds": round(network.seconds, 1),
-        "strategy": network.strategy,
+        "temperature": head.temperature,
+        "network_share": head.network_share,
+        "fit_seconds": round(head.network.seconds, 1),
+        "strategy": head.network.strategy,
         "model_dir": str(args.output),
     }
 
@@ -348,27 +350,28 @@ def evaluate(args: argparse.Namespace, *, command_line: str) -> str:
         on_stage=lambda stage: logger.info("== %s", stage),
     )
     metrics = metrics_summary(evaluation)
-    network = evaluation.head.network
-    temperature = evaluation.head.temperature
+    head = evaluation.head
     seed_training = None if seed_config is None else seed_config.to_dict()
-    training = {
-        **network_training_config(network),
-        "temperature": temperature,
-        "seed_preset_training": seed_training,
-    }
+    training = {**head_training_config(head), "seed_preset_training": seed_training}
     description = (
-        "magorder network: element fractions, fraction-weighted element properties, "
-        "volume per atom and a charge-balance estimate of the transition metals' d-electron "
-        "count, computed in the graph from the 119-vector, each standardised and as its "
-        "rank among the training rows; then the mean logits of "
-        f"{network.model_config.ensemble_size} MLPs trained with class weights on "
-        "Materials Project labels mixed with a LightGBM teacher's out-of-fold "
-        "probabilities, selected on validation macro-F1, temperature-scaled. Figures are "
-        "on a test split grouped by reduced formula; see MODEL_CARD.md."
+        "magorder head: element fractions, fraction-weighted element properties, volume per "
+        "atom and a charge-balance estimate of the transition metals' d-electron count, "
+        "computed in the graph from the 119-vector, each standardised and as its rank among "
+        f"the training rows; then the mean logits of {len(head.network.members)} MLPs "
+        "trained with class weights on Materials Project labels mixed with a LightGBM "
+        "teacher's out-of-fold probabilities, selected on validation macro-F1"
+        + (
+            ""
+            if head.trees is None
+            else f"; blended with {len(head.trees.seeds)} LightGBM boosters of depth "
+            f"{head.trees.depth} ({head.trees.n_trees} trees) compiled into the same graph, "
+            f"network share {head.network_share:g} chosen on validation"
+        )
+        + "; temperature-scaled. Figures are on a test split grouped by reduced formula; see "
+        "MODEL_CARD.md."
     )
-    export_network(
-        network,
-        temperature=temperature,
+    export_head(
+        head,
         confidence=evaluation.confidence.rule,
         train=data.subset(split.train),
         model_dir=args.model_dir,

@@ -38,6 +38,11 @@ class ModelConfig:
         quantile_bins: The network also reads each derived feature's rank among the
             training rows, from quantiles this many bins apart (`QuantileRanks`); 0 reads
             the standardised features alone.
+        tree_sets: LightGBM boosters (seeds ``seed``, ``seed + 1``, ...) compiled into the
+            served graph beside the networks (`model_training.tree_blend`); 0: networks only.
+        tree_depth: Depth cap of their trees; each tree costs every row ``tree_depth``
+            gathers, whatever its leaves.
+        tree_learning_rate: Their learning rate: higher keeps fewer, cheaper trees.
     """
 
     preset: Preset = Preset.MAGORDER
@@ -46,6 +51,9 @@ class ModelConfig:
     ensemble_size: int = 3
     seed: int = 0
     quantile_bins: int = 32
+    tree_sets: int = 3
+    tree_depth: int = 10
+    tree_learning_rate: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.hidden_units or any(units < 1 for units in self.hidden_units):
@@ -56,6 +64,10 @@ class ModelConfig:
             raise ValueError(f"ensemble_size must be positive, got {self.ensemble_size=}")
         if self.quantile_bins < 0:
             raise ValueError(f"quantile_bins must not be negative, got {self.quantile_bins=}")
+        if self.tree_sets < 0 or not 1 <= self.tree_depth <= 16:
+            raise ValueError(f"bad {self.tree_sets=} or {self.tree_depth=} (depth 1 to 16)")
+        if not 0.0 < self.tree_learning_rate <= 1.0:
+            raise ValueError(f"tree_learning_rate must be in (0, 1], {self.tree_learning_rate=}")
 
     @classmethod
     def for_preset(cls, preset: Preset, *, seed: int = 0) -> ModelConfig:
@@ -76,6 +88,7 @@ class ModelConfig:
                 ensemble_size=1,
                 seed=seed,
                 quantile_bins=0,
+                tree_sets=0,
             )
         return cls(preset=preset, seed=seed)
 

@@ -26,7 +26,6 @@ from model_training.confidence import (
     RuleFigures,
     choose_rule,
     measure_rule,
-    member_spread,
     with_test_figures,
 )
 from model_training.config import ModelConfig, Preset, TrainConfig
@@ -35,14 +34,14 @@ from model_training.metrics import (
     Probabilities,
     Scores,
     expected_calibration_error,
-    fit_temperature,
     prior_weights,
     probabilities_from_logits,
     reliability_bins,
     score,
 )
+from model_training.served_head import ServedHead, fit_head
 from model_training.split import Split, SplitKind, split_data
-from model_training.train import TrainedNetwork, fit_network
+from model_training.train import fit_network
 
 logger = logging.getLogger(__name__)
 
@@ -75,36 +74,6 @@ DENSITY_FACTORS: tuple[float, ...] = (0.7, 0.9, 1.1, 1.3)
 MAGNETIC_CLASSES: tuple[str, str] = ("NM", "magnetic")
 """Magnetic against non-magnetic: NM, and FM, FiM and AFM together."""
 LABEL_NOISE_EXAMPLES = 12
-
-
-@dataclass(frozen=True)
-class ServedHead:
-    """The ``magorder`` network with its calibration temperature, as it is exported.
-
-    Attributes:
-        network: The trained ensemble.
-        temperature: Divides the mean logits (and each member's) before the softmax.
-    """
-
-    network: TrainedNetwork
-    temperature: float
-
-    @property
-    def member_names(self) -> tuple[str, ...]:
-        """The ensemble members, by name."""
-        return tuple(member.name for member in self.network.members)
-
-    def probabilities(self, features: npt.NDArray[np.float32]) -> Probabilities:
-        """The calibrated probabilities of raw feature rows."""
-        return probabilities_from_logits(self.network.logits(features), self.temperature)
-
-    def spread(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The members' spread of raw feature rows (`member_spread`)."""
-        members = [
-            probabilities_from_logits(logits, self.temperature)
-            for logits in self.network.member_logits(features)
-        ]
-        return member_spread(np.stack(members, axis=1))
 
 
 @dataclass(frozen=True)
@@ -219,13 +188,14 @@ class Evaluation:
     Attributes:
         data: What cleaning did to the snapshot.
         split_sizes: Rows and formulas in each part of the grouped split.
-        results: Every model's figures, baselines first, ``magorder`` last.
+        results: Every model's figures: baselines first, then the served head's networks
+            alone (with trees), ``magorder`` last.
         calibration: Temperature scaling of ``magorder``.
         leakage: Test macro-F1 of models on the grouped and on a random-row split.
         errors: A sample of ``magorder``'s misclassified test rows.
         error_summary: What the misclassified rows have in common.
         well_known: ``magorder``'s answers for textbook compounds.
-        head: The trained ``magorder`` network with its temperature.
+        head: The served ``magorder`` head: networks, trees, share, temperature.
         confidence: The unsure-answer rule and how it fares.
         density_effect: What the density changes in the answers.
         label_noise: Test labels the composition cannot explain.
@@ -301,24 +271,22 @@ def _split_sizes(data: LabelledData, split: Split) -> dict[str, dict[str, int]]:
     }
 
 
-def calibrate(network: TrainedNetwork, validation: LabelledData, test: LabelledData) -> Calibration:
-    """Fit the temperature on the validation rows and measure calibration on the test rows.
+def calibrate(head: ServedHead, test: LabelledData) -> Calibration:
+    """Measure the calibration of the head's temperature on the test rows.
 
     Args:
-        network: The trained network.
-        validation: Rows the temperature is fitted on.
+        head: The served head; its temperature was fitted on the validation rows.
         test: Rows the calibration error is measured on.
 
     Returns:
         The temperature, the calibration error before and after it, and the scaled test
         probabilities.
     """
-    temperature = fit_temperature(network.logits(validation.features), validation.labels)
-    test_logits = network.logits(test.features)
+    test_logits = head.logits(test.features)
     before = probabilities_from_logits(test_logits)
-    after = probabilities_from_logits(test_logits, temperature)
+    after = probabilities_from_logits(test_logits, head.temperature)
     calibration = Calibration(
-        temperature=temperature,
+        temperature=head.temperature,
         ece_before=expected_calibration_error(before, test.labels),
         ece_after=expected_calibration_error(after, test.labels),
         bins_before=reliability_bins(before, test.labels),
@@ -327,7 +295,7 @@ def calibrate(network: TrainedNetwork, validation: LabelledData, test: LabelledD
     )
     logger.info(
         "temperature %.3f: test ECE %.4f before, %.4f after",
-        temperature,
+        head.temperature,
         calibration.ece_before,
         calibration.ece_after,
     )
@@ -653,8 +621,8 @@ def run_evaluation(
                 probabilities_from_logits(seed_network.logits(test.features)),
             )
         )
-    on_stage("magorder network")
-    network = fit_network(
+    on_stage("magorder head: networks, trees, share and temperature")
+    head = fit_head(
         train,
         validation,
         model_config=model_config,
@@ -662,19 +630,18 @@ def run_evaluation(
         strategy=strategy,
         verbose=verbose,
     )
-    calibration = calibrate(network, validation, test)
-    head = ServedHead(network, calibration.temperature)
+    calibration = calibrate(head, test)
     ours = calibration.probabilities
-    results.append(
-        _score_model(
-            "magorder",
-            f"derived composition features in the graph, then the mean of "
-            f"{model_config.ensemble_size} MLPs distilled from LightGBM's out-of-fold "
-            "probabilities and the labels, temperature-scaled",
-            test,
-            ours,
+    if head.trees is not None:
+        results.append(
+            _score_model(
+                "networks",
+                f"the served head's {len(head.network.members)} networks alone, without its trees",
+                test,
+                probabilities_from_logits(head.network.logits(test.features), head.temperature),
+            )
         )
-    )
+    results.append(_score_model("magorder", head.describe(), test, ours))
     leakage: dict[str, dict[str, float]] = {
         name: {"grouped": next(r for r in results if r.name == name).test.macro_f1}
         for name in ("lightgbm", "magorder")
@@ -687,7 +654,7 @@ def run_evaluation(
         leakage["lightgbm"]["random"] = score(
             r_test.labels, r_trees.predict_proba(r_test.features).argmax(axis=1)
         ).macro_f1
-        r_network = fit_network(
+        r_head = fit_head(
             r_train,
             r_validation,
             model_config=model_config,
@@ -696,7 +663,7 @@ def run_evaluation(
             verbose=verbose,
         )
         leakage["magorder"]["random"] = score(
-            r_test.labels, r_network.logits(r_test.features).argmax(axis=1)
+            r_test.labels, r_head.logits(r_test.features).argmax(axis=1)
         ).macro_f1
         logger.info("leakage: %s", leakage)
     errors, error_summary = analyse_errors(data, split.test, ours, seed=model_config.seed)

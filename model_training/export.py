@@ -31,8 +31,9 @@ from app.core.model_card import (
     hash_directory,
     write_metadata,
 )
-from model_training.architecture import with_probabilities, with_probabilities_and_spread
+from model_training.architecture import with_probabilities_and_spread
 from model_training.data import LabelledData
+from model_training.served_head import ServedHead
 from model_training.train import TrainedNetwork
 
 INPUT_NAME = "features"
@@ -151,10 +152,19 @@ def network_training_config(network: TrainedNetwork) -> dict[str, Any]:
     }
 
 
-def export_network(
-    network: TrainedNetwork,
+def head_training_config(head: ServedHead) -> dict[str, Any]:
+    """How the served head was fitted: its networks, its trees, the share, the temperature."""
+    return {
+        **network_training_config(head.network),
+        "trees": None if head.trees is None else head.trees.to_dict(),
+        "network_share": head.network_share,
+        "temperature": head.temperature,
+    }
+
+
+def export_head(
+    head: ServedHead,
     *,
-    temperature: float,
     train: LabelledData,
     model_dir: Path,
     model_version: str,
@@ -163,11 +173,10 @@ def export_network(
     extra_config: dict[str, Any] | None = None,
     confidence: ConfidenceRule | None = None,
 ) -> Path:
-    """Export a trained network, with its temperature, as the served model directory.
+    """Export the served head as the served model directory.
 
     Args:
-        network: The trained network (logits; an ensemble of one member or more).
-        temperature: Calibration temperature built into the served probabilities.
+        head: The networks, the trees beside them, their share and the temperature.
         train: The rows it was trained on: its elements and density range go into the card,
             the service warns outside them.
         model_dir: Destination; replaced if it exists.
@@ -186,16 +195,14 @@ def export_network(
         model_version=model_version,
         description=description,
         metrics=metrics,
-        training_config={
-            **network_training_config(network),
-            "temperature": temperature,
-            **(extra_config or {}),
-        },
+        training_config={**head_training_config(head), **(extra_config or {})},
         confidence=confidence,
     )
-    served = (
-        with_probabilities(network.logits_model, temperature)
-        if confidence is None
-        else with_probabilities_and_spread(network.members, temperature)
+    served = with_probabilities_and_spread(
+        head.network.members,
+        head.temperature,
+        trees=None if head.trees is None else head.trees.model,
+        network_share=head.network_share,
+        with_spread=confidence is not None,
     )
     return export_model(served, metadata, model_dir)

@@ -26,7 +26,7 @@ def export_placeholder(model_dir: Path, *, seed: int = 0) -> Path:
     Returns:
         ``model_dir``.
     """
-    config = ModelConfig(seed=seed)
+    config = ModelConfig(seed=seed, tree_sets=0)  # random networks, no trees
     metadata = ModelMetadata(
         model_version=PLACEHOLDER_VERSION,
         trained=False,

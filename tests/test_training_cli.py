@@ -41,6 +41,9 @@ def test_export_replaces_an_existing_model_and_leaves_no_staging_dirs(tmp_path: 
         ({"hidden_units": (8, 0)}, "hidden_units"),
         ({"dropout": 1.0}, "dropout"),
         ({"ensemble_size": 0}, "ensemble_size"),
+        ({"tree_sets": -1}, "tree_sets"),
+        ({"tree_depth": 17}, "tree_depth"),
+        ({"tree_learning_rate": 0.0}, "tree_learning_rate"),
     ],
 )
 def test_model_config_refuses_nonsense(changes: dict[str, object], message: str) -> None:

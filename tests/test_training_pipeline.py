@@ -11,7 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.features import N_FEATURES, featurize, parse_compound
-from app.core.model_card import MODEL_CARD_FILENAME, read_metadata, write_metadata
+from app.core.model_card import (
+    MODEL_CARD_FILENAME,
+    MagneticOrdering,
+    read_metadata,
+    write_metadata,
+)
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
 from app.main import create_app
@@ -77,6 +82,27 @@ def test_evaluate_exports_a_trained_model_with_its_card(evaluated: dict[str, Pat
     assert card.n_outputs == 5
     magnetic = metrics["magnetic_vs_nm"]["snapshot"]
     assert 0.8 < magnetic["f1"] <= 1.0
+    # The three tree sets compiled beside the networks, and the share chosen for them.
+    trees = card.training_config["trees"]
+    assert trees["seeds"] == [0, 1, 2]
+    assert trees["depth"] == 10
+    assert trees["trees"] == 4 * sum(trees["rounds"]) > 0
+    assert 0.0 <= card.training_config["network_share"] <= 1.0
+    assert set(metrics["networks_alone"]) == {"macro_f1", "accuracy"}
+
+
+def test_the_card_describes_the_exported_graph(evaluated: dict[str, Path]) -> None:
+    """The card's figures come from the same blend of networks and trees the service runs."""
+    metrics = json.loads((evaluated["run_dir"] / "metrics.json").read_text())
+    well_known = metrics["well_known"]
+    predictor = Predictor.load(evaluated["model_dir"], ModelRuntime.TENSORFLOW)
+    answers = predictor.predict([parse_compound(w["formula"], w["density"]) for w in well_known])
+    for row, answer in zip(well_known, answers, strict=True):
+        predicted = MagneticOrdering(row["predicted"])
+        assert answer.ordering is predicted, row["formula"]
+        assert answer.probabilities[predicted] == pytest.approx(row["probability"], abs=2e-3)
+        assert answer.probabilities[MagneticOrdering.NM] == pytest.approx(row["p_nm"], abs=2e-3)
+        assert answer.member_spread == pytest.approx(row["member_spread"], abs=2e-3)
 
 
 def test_evaluate_writes_the_model_card_plots_split_and_metrics(
@@ -94,7 +120,7 @@ def test_evaluate_writes_the_model_card_plots_split_and_metrics(
     split = (run_dir / "split.csv").read_text().splitlines()
     assert split[0] == "record_id,part"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics["results"]) == {"majority", "lightgbm", "seed", "magorder"}
+    assert set(metrics["results"]) == {"majority", "lightgbm", "seed", "networks", "magorder"}
     assert "random" in metrics["metrics"]["leakage_macro_f1"]["magorder"]
 
 
@@ -172,6 +198,7 @@ def test_train_command_exports_one_network(tmp_path: Path) -> None:
     card = read_metadata(output)
     assert card.trained is True
     assert card.training_config["model"]["ensemble_size"] == 1
+    assert len(card.training_config["trees"]["seeds"]) == 3  # the magorder head's default
     assert Predictor.load(output).predict_proba(featurize("CaO", 3.3)[None, :]).shape == (1, 4)
 
 
