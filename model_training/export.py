@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from datetime import UTC, datetime
@@ -31,10 +32,13 @@ from app.core.model_card import (
     hash_directory,
     write_metadata,
 )
+from app.core.model_runtime import LITERT_FILENAME, compile_to_litert
 from model_training.architecture import with_probabilities_and_spread
 from model_training.data import LabelledData
 from model_training.served_head import ServedHead
 from model_training.train import TrainedNetwork
+
+logger = logging.getLogger(__name__)
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
@@ -77,6 +81,7 @@ def export_model(
             input_signature=[tf.TensorSpec([None, N_FEATURES], tf.float32, name=INPUT_NAME)],
         )
         archive.write_out(str(staging / SAVED_MODEL_DIRNAME), verbose=False)
+        _write_litert(staging / SAVED_MODEL_DIRNAME)
         checksum = hash_directory(staging / SAVED_MODEL_DIRNAME)
         write_metadata(metadata.model_copy(update={"saved_model_sha256": checksum}), staging)
         for name in HEAD_DIRNAMES:
@@ -90,6 +95,20 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return model_dir
+
+
+def _write_litert(saved_model_dir: Path) -> None:
+    """Write the LiteRT compile the service runs beside the SavedModel, when it compiles.
+
+    The service would otherwise convert at every start-up (seconds for the MP head); it still
+    checks this compile against the SavedModel before using it.
+    """
+    try:
+        flatbuffer = compile_to_litert(saved_model_dir)
+    except RuntimeError as exc:
+        logger.warning("no LiteRT compile exported; the service will run TensorFlow: %s", exc)
+        return
+    (saved_model_dir / LITERT_FILENAME).write_bytes(flatbuffer)
 
 
 def elements_and_density_range(

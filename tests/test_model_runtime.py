@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,8 @@ from fastapi.testclient import TestClient
 from app.core import model_runtime
 from app.core.errors import ModelLoadError
 from app.core.features import N_FEATURES
-from app.core.model_runtime import ModelRuntime, probe_features
+from app.core.model_card import hash_directory, read_metadata, write_metadata
+from app.core.model_runtime import LITERT_FILENAME, ModelRuntime, probe_features
 from app.core.predictor import Predictor
 from app.main import create_app
 from tests.conftest import make_settings
@@ -103,6 +105,38 @@ def test_a_compiled_model_that_disagrees_is_not_used(
     assert "LiteRT outputs differ from the SavedModel's" in caplog.text
     with pytest.raises(ModelLoadError, match="LiteRT outputs differ"):
         Predictor.load(model_dir, ModelRuntime.LITERT)
+
+
+def test_the_export_ships_its_litert_compile_and_the_service_runs_it(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (model_dir / "saved_model" / LITERT_FILENAME).is_file()
+
+    def no_converting(saved_model_dir: Path) -> bytes:
+        raise AssertionError(f"converted {saved_model_dir} at load time")
+
+    monkeypatch.setattr(model_runtime, "compile_to_litert", no_converting)
+    assert Predictor.load(model_dir, ModelRuntime.LITERT).runtime is ModelRuntime.LITERT
+
+
+def test_a_shipped_compile_that_does_not_run_is_compiled_anew(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    edited = shutil.copytree(model_dir, tmp_path / "model")
+    (edited / "saved_model" / LITERT_FILENAME).write_bytes(b"not a flatbuffer")
+    card = read_metadata(edited)  # the checksum covers the compile: sign the edit
+    checksum = hash_directory(edited / "saved_model")
+    write_metadata(card.model_copy(update={"saved_model_sha256": checksum}), edited)
+    with caplog.at_level(logging.WARNING, logger="app.core.model_runtime"):
+        predictor = Predictor.load(edited, ModelRuntime.LITERT)
+    assert predictor.runtime is ModelRuntime.LITERT
+    assert "compiling the model anew" in caplog.text
+    features = probe_features(n_rows=8, seed=5)
+    np.testing.assert_allclose(
+        predictor.predict_proba(features),
+        Predictor.load(model_dir, ModelRuntime.TENSORFLOW).predict_proba(features),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("runtime", ["tensorflow", "litert"])

@@ -5,10 +5,12 @@ is executed is a choice made at load time:
 
 * ``tensorflow`` calls the signature's concrete function. On a CPU each call costs a few
   hundred microseconds of TensorFlow dispatch, whatever the batch size.
-* ``litert`` compiles the same signature in memory with TensorFlow's own LiteRT converter
-  (built-in operators only, float32, no quantisation) and runs it with the LiteRT interpreter:
-  a few microseconds per call. The compiled model must reproduce the SavedModel's outputs on a
-  fixed set of probe inputs, or it is not used.
+* ``litert`` runs the same signature compiled by TensorFlow's own LiteRT converter (built-in
+  operators only, float32, no quantisation) with the LiteRT interpreter: a few microseconds
+  per call. The export writes that compile beside the SavedModel (`LITERT_FILENAME`, covered
+  by the card's checksum), which spares the service seconds of converting at start-up; without
+  it, or if it fails, the service compiles one in memory. Either way the compiled model must
+  reproduce the SavedModel's outputs on a fixed set of probe inputs, or it is not used.
 * ``auto`` (the default) uses LiteRT when it compiles and agrees, TensorFlow otherwise.
 
 See ``docs/benchmarks.md`` for the measured difference.
@@ -36,6 +38,8 @@ from app.core.native_stderr import tensorflow_startup_noise_hidden
 logger = logging.getLogger(__name__)
 
 SIGNATURE_KEY = "serving_default"
+LITERT_FILENAME = "model.tflite"
+"""The export's LiteRT compile of the serving signature, inside ``saved_model/``."""
 LITERT_TOLERANCE = 1e-4
 """Largest difference of any output allowed between LiteRT and TensorFlow: absolute for
 values up to 1 (probabilities), relative above (temperatures in kelvin)."""
@@ -169,38 +173,72 @@ def _load_tensorflow(saved_model_dir: Path, n_classes: int) -> _TensorFlowSignat
     return _TensorFlowSignature(loaded, input_name, output_name)
 
 
-def _compile_litert(saved_model_dir: Path, reference: _TensorFlowSignature) -> _LiteRTSignature:
-    """Compile the serving signature to LiteRT and check it against TensorFlow.
+def compile_to_litert(saved_model_dir: Path) -> bytes:
+    """Compile a SavedModel's serving signature to a LiteRT flatbuffer, built-in operators only.
+
+    Args:
+        saved_model_dir: The SavedModel directory.
+
+    Returns:
+        The flatbuffer.
 
     Raises:
-        RuntimeError: LiteRT is not installed, the model does not compile with built-in
-            operators, or the compiled model disagrees with the SavedModel.
+        RuntimeError: The model does not compile with built-in operators.
     """
     import tensorflow as tf
 
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401 - fail early, before compiling
-    except ImportError as exc:
-        raise RuntimeError(f"LiteRT is not installed ({exc})") from exc
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model_dir), signature_keys=[SIGNATURE_KEY]
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        flatbuffer = converter.convert()
+        flatbuffer: bytes = converter.convert()
     except Exception as exc:  # the converter raises its own ConverterError and others
         raise RuntimeError(f"the model does not compile to LiteRT: {exc}") from exc
-    compiled = _LiteRTSignature(flatbuffer, reference.input_name, reference.output_name)
-    probe = probe_features()
+    return flatbuffer
+
+
+def _checked_litert(flatbuffer: bytes, reference: _TensorFlowSignature) -> _LiteRTSignature:
+    """The flatbuffer's interpreter, if it reproduces the SavedModel on the probe inputs.
+
+    Raises:
+        RuntimeError: The flatbuffer does not load, or its outputs differ.
+    """
+    try:
+        compiled = _LiteRTSignature(flatbuffer, reference.input_name, reference.output_name)
+        probe = probe_features()
+        outputs = compiled(probe)
+    except Exception as exc:  # a flatbuffer of another converter, or no flatbuffer at all
+        raise RuntimeError(f"the compiled model does not run: {exc}") from exc
     expected = reference(probe)
     scale = np.maximum(np.abs(expected), 1.0)
-    difference = float(np.max(np.abs(compiled(probe) - expected) / scale))
+    difference = float(np.max(np.abs(outputs - expected) / scale))
     if not difference <= LITERT_TOLERANCE:  # also catches NaN
         raise RuntimeError(
             f"LiteRT outputs differ from the SavedModel's by {difference:.2g} "
             f"(at most {LITERT_TOLERANCE:g} allowed, relative above 1)"
         )
     return compiled
+
+
+def _compile_litert(saved_model_dir: Path, reference: _TensorFlowSignature) -> _LiteRTSignature:
+    """The export's LiteRT compile, or one made now, checked against TensorFlow.
+
+    Raises:
+        RuntimeError: LiteRT is not installed, the model does not compile with built-in
+            operators, or the compiled model disagrees with the SavedModel.
+    """
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401 - fail early, before compiling
+    except ImportError as exc:
+        raise RuntimeError(f"LiteRT is not installed ({exc})") from exc
+    stored = saved_model_dir / LITERT_FILENAME
+    if stored.is_file():
+        try:
+            return _checked_litert(stored.read_bytes(), reference)
+        except RuntimeError as exc:
+            logger.warning("compiling the model anew: %s does not serve (%s)", stored, exc)
+    return _checked_litert(compile_to_litert(saved_model_dir), reference)
 
 
 def check_temporary_directory() -> None:
