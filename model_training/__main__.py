@@ -92,7 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--output", type=Path, required=True, help="snapshot CSV to write")
 
     train = commands.add_parser(
-        "train", help="train one network, calibrate it and export it (no baselines)"
+        "train",
+        help="train the head (its networks, and for magorder the trees beside them), "
+        "calibrate it and export it (no baselines)",
     )
     _add_training_options(train)
     _add_tree_option(train)

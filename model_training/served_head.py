@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model_training.confidence import member_spread
-from model_training.config import ModelConfig, TrainConfig
+from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import LabelledData
 from model_training.metrics import Probabilities, fit_temperature, probabilities_from_logits
 from model_training.train import TrainedNetwork, fit_network
@@ -60,11 +60,15 @@ class ServedHead:
 
     def describe(self) -> str:
         """What the head is, in a few words, for the model card."""
-        networks = (
-            f"the mean of {len(self.network.members)} MLPs on derived composition features "
-            "computed in the graph, distilled from LightGBM's out-of-fold probabilities and "
-            "the labels"
-        )
+        members = len(self.network.members)
+        if self.network.model_config.preset is Preset.SEED:
+            networks = f"the mean of {members} network(s) of the study's shape on the raw vector"
+        else:
+            networks = (
+                f"the mean of {members} MLPs on derived composition features computed in the graph"
+            )
+        if self.network.train_config.distillation > 0:
+            networks += ", distilled from LightGBM's out-of-fold probabilities and the labels"
         if self.trees is None:
             return f"{networks}, temperature-scaled"
         return (
