@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,7 @@ def fit_head(
         strategy=strategy,
         verbose=verbose,
     )
+    validation_logits = network.logits(validation.features)
     trees, share = None, 1.0
     if model_config.tree_sets:
         trees = TreeSets.fit(
@@ -118,11 +119,8 @@ def fit_head(
             depth=model_config.tree_depth,
             learning_rate=model_config.tree_learning_rate,
         )
-        share, _ = choose_share(
-            network.logits(validation.features),
-            trees.log_probabilities(validation.features),
-            validation.labels,
-        )
-    head = ServedHead(network, trees, share, temperature=1.0)
-    temperature = fit_temperature(head.logits(validation.features), validation.labels)
-    return replace(head, temperature=temperature)
+        tree_log_probabilities = trees.log_probabilities(validation.features)
+        share, _ = choose_share(validation_logits, tree_log_probabilities, validation.labels)
+        validation_logits = blend(validation_logits, tree_log_probabilities, share)
+    temperature = fit_temperature(validation_logits, validation.labels)
+    return ServedHead(network, trees, share, temperature)
