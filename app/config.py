@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.core.batch import BatchLimits
 from app.core.features import DEFAULT_LIMITS, FormulaLimits
 from app.core.model_runtime import ModelRuntime
+from app.core.structure_workers import IsolationLimits, StructureWorkers
 from app.core.structures import DEFAULT_STRUCTURE_LIMITS, StructureLimits
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "model"
@@ -38,7 +39,25 @@ class Settings(BaseSettings):
         max_header_bytes: Most bytes of request line and headers together (431 beyond).
         max_connections: Most connections open at once (503 beyond).
         max_requests_in_flight: Most requests handled at once (503 beyond); idle
-            connections do not count.
+            connections do not count, nor does ``GET /health``.
+        max_connections_per_client: Most connections one client address may hold open;
+            beyond it a connection may only ask ``GET /health`` (503 otherwise). 0: no cap
+            (behind a front door that caps per client itself, where every connection comes
+            from the front door's address).
+        write_timeout_s: Longest a response may wait for a client that does not read it,
+            in seconds; past it the connection is dropped.
+        structure_workers: Worker processes that read crystal structures, isolated from the
+            server (pymatgen runs there, never in the server's process).
+        structure_timeout_s: Longest wall-clock time one structure may take to read, in
+            seconds; past it its worker is killed and replaced.
+        structure_memory_mb: Memory one structure's reading may take, in MiB, on top of what
+            a worker holds once pymatgen is loaded (its address-space limit).
+        max_structure_requests: Most requests reading structures at once (503 beyond, with
+            ``Retry-After``), so that the workers' queue stays short.
+        structure_batch_deadline_s: Longest time the structures of one request may take to
+            read together, in seconds; those not read by then fail alone.
+        max_table_rows: Most rows ``POST /predict/table`` screens from one CSV.
+        max_table_streams: Most ``POST /predict/table`` screenings at once (503 beyond).
         log_level: Level of the service's own log lines.
     """
 
@@ -58,6 +77,15 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1 << 20)
     max_connections: int = Field(default=1000, ge=1, le=100_000)
     max_requests_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_connections_per_client: int = Field(default=128, ge=0, le=100_000)
+    write_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    structure_workers: int = Field(default=2, ge=1, le=256)
+    structure_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    structure_memory_mb: int = Field(default=1024, ge=64, le=1 << 20)
+    max_structure_requests: int = Field(default=8, ge=1, le=10_000)
+    structure_batch_deadline_s: float = Field(default=120.0, gt=0, le=3600)
+    max_table_rows: int = Field(default=100_000, ge=1, le=100_000_000)
+    max_table_streams: int = Field(default=4, ge=1, le=1000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @cached_property
@@ -78,6 +106,21 @@ class Settings(BaseSettings):
                 max_cif_images=self.max_cif_images,
             ),
         )
+
+    @cached_property
+    def isolation(self) -> IsolationLimits:
+        """How these settings ask for structure files to be read in worker processes."""
+        return IsolationLimits(
+            workers=self.structure_workers,
+            timeout_s=self.structure_timeout_s,
+            memory_mb=self.structure_memory_mb,
+            max_requests=self.max_structure_requests,
+            deadline_s=self.structure_batch_deadline_s,
+        )
+
+    def structure_workers_pool(self) -> StructureWorkers:
+        """New worker processes for structure files, bounded as these settings ask."""
+        return StructureWorkers(self.isolation, self.batch_limits.structure, self.formula_limits)
 
 
 @lru_cache

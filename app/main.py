@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -51,47 +52,76 @@ def _settings_from_environment() -> Settings:
     except ValidationError as exc:
         # Raised while the server imports the app, before any logging is set up: one line on
         # standard error and a non-zero exit, not pydantic's traceback.
-        sys.exit(f"refusing to start: {describe_settings_error(exc)}")
+        _refuse(describe_settings_error(exc))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def _refuse(reason: str) -> NoReturn:
+    """Exit with ``refusing to start: <reason>`` as the one line on standard error."""
+    sys.exit(f"refusing to start: {one_line(reason)}")
+
+
+def one_line(text: str) -> str:
+    """A message on one line: a refusal is one log line, whatever its cause's text holds."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _load_predictor(settings: Settings) -> Predictor:
+    """Load and check the model, logging what was loaded and how long it took.
+
+    Raises:
+        StartupRefusedError: No temporary directory, or the model fails its checks.
+    """
+    started = time.perf_counter()
+    check_temporary_directory()
+    predictor = Predictor.load(settings.model_dir, settings.runtime)
+    metadata = predictor.metadata
+    logger.info(
+        "loaded model %s (%s) from %s in %.1f s, running on %s",
+        metadata.model_version,
+        "trained" if metadata.trained else "UNTRAINED placeholder",
+        settings.model_dir,
+        time.perf_counter() - started,
+        predictor.runtime,
+    )
+    return predictor
+
+
+def create_app(settings: Settings | None = None, *, predictor: Predictor | None = None) -> FastAPI:
     """Build the application.
 
     Args:
         settings: Settings to use; read from the environment when omitted.
+        predictor: The model, already loaded from ``settings.model_dir``; when omitted it
+            is loaded when the application's lifespan starts.
 
     Returns:
-        The application. Its model is loaded when its lifespan starts.
+        The application.
     """
     settings = settings or _settings_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _configure_logging(settings.log_level)
-        started = time.perf_counter()
-        try:
-            check_temporary_directory()
-            predictor = Predictor.load(settings.model_dir, settings.runtime)
-        except StartupRefusedError as exc:
-            logger.error("refusing to start: %s", exc)
-            raise
-        metadata = predictor.metadata
-        logger.info(
-            "loaded model %s (%s) from %s in %.1f s, running on %s",
-            metadata.model_version,
-            "trained" if metadata.trained else "UNTRAINED placeholder",
-            settings.model_dir,
-            time.perf_counter() - started,
-            predictor.runtime,
-        )
-        app.state.service = Service(predictor=predictor, settings=settings)
+        loaded = predictor
+        if loaded is None:
+            try:
+                loaded = _load_predictor(settings)
+            except StartupRefusedError as exc:
+                logger.error("refusing to start: %s", one_line(str(exc)))
+                raise
+        structures = settings.structure_workers_pool()
+        structures.warm_up()  # pymatgen loads in the workers while the service starts
+        app.state.service = Service(predictor=loaded, settings=settings, structures=structures)
         # TensorFlow and pymatgen leave a few hundred thousand long-lived objects; a full
         # garbage collection walks them all (about 0.2 s on a 2-core machine) and stalls every
         # request in flight. Frozen, they are never walked again.
         gc.collect()
         gc.freeze()
-        yield
-        app.state.service = None
+        try:
+            yield
+        finally:
+            app.state.service = None
+            structures.close()
 
     app = FastAPIOffline(
         title="magorder",
@@ -119,4 +149,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+def _serve_from_environment() -> FastAPI:
+    """The application ``uvicorn app.main:app`` serves, its model loaded and checked first.
+
+    The model is loaded here, while uvicorn imports the application, rather than in the
+    lifespan: uvicorn has printed nothing yet, so a refusal is the one line on standard error
+    (in the lifespan it came between uvicorn's start and stop lines), and uvicorn listens
+    only once the model is loaded either way.
+    """
+    settings = _settings_from_environment()
+    _configure_logging(settings.log_level)
+    try:
+        predictor = _load_predictor(settings)
+    except StartupRefusedError as exc:
+        _refuse(str(exc))
+    return create_app(settings, predictor=predictor)
+
+
+app: FastAPI
+"""The served application; built, its model loaded, on first access (by uvicorn), so that
+importing this module (tests, `create_app`) loads no model."""
+
+
+def __getattr__(name: str) -> FastAPI:
+    """Build `app` on first access (PEP 562)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    served = _serve_from_environment()
+    globals()["app"] = served
+    return served

@@ -3,7 +3,10 @@
 Times `app.core.structures.parse_structure` (the bounds' checks, pymatgen's parse, the
 composition and density) on rock-salt supercells written as CIF (P1) and POSCAR, and on CIFs
 whose general positions a 192-operation space group (Fm-3m) expands, the case the
-``max_cif_images`` bound exists for. Prints a Markdown report. ``python -m bench.structures``.
+``max_cif_images`` bound exists for; then what isolation costs: the same small structures read
+in this process and through `app.core.structure_workers.StructureWorkers` (the worker processes
+the service, the CLI and the Python API read structures in), per structure and in memory per
+worker. Prints a Markdown report. ``python -m bench.structures``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from pymatgen.core.lattice import Lattice
 from pymatgen.core.structure import Structure
 
+from app.core.structure_workers import DEFAULT_ISOLATION, StructureWorkers
 from app.core.structures import DEFAULT_STRUCTURE_LIMITS, StructureLimits, parse_structure
 from bench.speed import describe_machine
 
@@ -56,6 +60,44 @@ def _best_of(repeats: int, run: Callable[[], object]) -> float:
     return best
 
 
+def _isolation_cost(count: int) -> None:
+    """Print what reading ``count`` 8-site CIFs costs in this process and in the workers."""
+    import psutil
+
+    text = _rock_salt(1).to(fmt="cif")
+    started = time.perf_counter()
+    for _ in range(count):
+        parse_structure(text)
+    here_ms = (time.perf_counter() - started) / count * 1000
+    workers = StructureWorkers()
+    try:
+        started = time.perf_counter()
+        workers.read([(text, None)])
+        start_s = time.perf_counter() - started
+        started = time.perf_counter()
+        workers.read([(text, None)] * count)
+        batch_ms = (time.perf_counter() - started) / count * 1000
+        started = time.perf_counter()
+        for _ in range(count // 10):
+            workers.read([(text, None)])
+        one_ms = (time.perf_counter() - started) / (count // 10) * 1000
+        children = psutil.Process().children(recursive=True)
+        rss_mb = sorted(child.memory_info().rss / 2**20 for child in children)
+    finally:
+        workers.close()
+    n = DEFAULT_ISOLATION.workers
+    print(f"\n| reading an 8-site NiO CIF ({count} of them) | ms per structure |")
+    print("| --- | --- |")
+    print(f"| in this process (not isolated) | {here_ms:.2f} |")
+    print(f"| in {n} worker processes, {count} in one call | {batch_ms:.2f} |")
+    print(f"| in {n} worker processes, one per call | {one_ms:.2f} |")
+    print(
+        f"\nStarting the {n} workers (spawn, pymatgen loaded) took {start_s:.2f} s; their "
+        f"memory (RSS) once warm: {', '.join(f'{mb:.0f}' for mb in rss_mb)} MiB, "
+        "multiprocessing's resource tracker included (the smallest)."
+    )
+
+
 def main() -> None:
     """Print the report."""
     parser = argparse.ArgumentParser(prog="python -m bench.structures", description=__doc__)
@@ -88,6 +130,7 @@ def main() -> None:
             f"| {k} general sites of Fm-3m | {k * 192} | {parsed.n_sites} | {seconds:.3f} | "
             f"{'yes' if refused else 'no'} |"
         )
+    _isolation_cost(50 if args.quick else 400)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from app.api.schemas import (
 )
 from app.core.batch import MAX_ID_LENGTH, BatchLimits, CompoundQuery, predict_queries
 from app.core.predictor import Predictor
+from app.core.structure_workers import StructureWorkers
 from app.core.timing import StageTimer
 
 
@@ -40,6 +41,7 @@ def predict_items(
     limits: BatchLimits,
     timer: StageTimer | None = None,
     *,
+    structures: StructureWorkers,
     schema: type[BatchItemIn | StructureBatchItemIn] = BatchItemIn,
 ) -> BatchOut:
     """Validate raw batch items and predict those that pass, in one model call.
@@ -49,6 +51,7 @@ def predict_items(
         predictor: The loaded model.
         limits: Bounds on formulas and structures.
         timer: Receives the time spent in the ``featurize`` and ``model`` stages.
+        structures: The worker processes that read structure items.
         schema: What an item is: a formula (`BatchItemIn`) or a structure.
 
     Returns:
@@ -69,7 +72,9 @@ def predict_items(
             continue
         assert isinstance(parsed, BatchItemIn | StructureBatchItemIn)  # noqa: S101
         queries.append((index, _query(parsed)))
-    outcomes = predict_queries([query for _, query in queries], predictor, limits, timer)
+    outcomes = predict_queries(
+        [query for _, query in queries], predictor, limits, timer, structures=structures
+    )
     model_version = predictor.metadata.model_version
     for (index, _), outcome in zip(queries, outcomes, strict=True):
         results[index] = batch_result(

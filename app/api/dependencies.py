@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.core.errors import ModelNotReadyError
 from app.core.predictor import Predictor
+from app.core.structure_workers import StructureWorkers
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,12 @@ class Service:
     Attributes:
         predictor: The model loaded at startup.
         settings: The settings the app was built with.
+        structures: The worker processes that read structure files.
     """
 
     predictor: Predictor
     settings: Settings
+    structures: StructureWorkers
 
 
 async def get_service(request: Request) -> Service:

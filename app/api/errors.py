@@ -19,7 +19,9 @@ from app.core.errors import (
     MagorderError,
     ModelLoadError,
     ModelNotReadyError,
+    ServiceBusyError,
     StructureTooLargeError,
+    StructureWorkersError,
 )
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ _DOMAIN_STATUS: tuple[tuple[type[MagorderError], int], ...] = (
     (StructureTooLargeError, status.HTTP_413_CONTENT_TOO_LARGE),
     (InvalidCompoundError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (BatchTooLargeError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (ServiceBusyError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (StructureWorkersError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (ModelNotReadyError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (ModelLoadError, status.HTTP_503_SERVICE_UNAVAILABLE),
 )
@@ -129,7 +133,8 @@ async def _handle_domain_error(_: Request, exc: Exception) -> JSONResponse:
         (code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)),
         status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-    return error_response(code, ErrorDetail.from_error(exc))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServiceBusyError) else None
+    return error_response(code, ErrorDetail.from_error(exc), headers=headers)
 
 
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -247,7 +247,14 @@ class Magorder(_Predicting):
 
         settings = Settings() if model_dir is None else Settings(model_dir=Path(model_dir))
         predictor = Predictor.load(settings.model_dir, ModelRuntime(runtime))
-        return cls(LocalBackend(predictor, settings.batch_limits, batch_size))
+        return cls(
+            LocalBackend(
+                predictor,
+                settings.batch_limits,
+                batch_size,
+                structures=settings.structure_workers_pool(),
+            )
+        )
 
     @property
     def model_version(self) -> str:

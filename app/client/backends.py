@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from app.api.schemas import BatchOut, BatchResult, ErrorResponse, HealthOut, batch_result
 from app.core.batch import DEFAULT_BATCH_LIMITS, BatchLimits, CompoundQuery, predict_queries
 from app.core.predictor import Predictor
+from app.core.structure_workers import StructureWorkers
 
 BatchResults = list[BatchResult]
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -49,6 +50,8 @@ class LocalBackend:
         predictor: The loaded model.
         limits: Bounds on formulas and structures, as the service's settings give them.
         max_batch_size: Queries per model call.
+        structures: The worker processes that read structure files; by default ones of its
+            own, bounded by ``limits``, started at the first structure.
     """
 
     def __init__(
@@ -56,10 +59,14 @@ class LocalBackend:
         predictor: Predictor,
         limits: BatchLimits = DEFAULT_BATCH_LIMITS,
         max_batch_size: int = 1000,
+        structures: StructureWorkers | None = None,
     ) -> None:
         self._predictor = predictor
         self._limits = limits
         self._max_batch_size = max_batch_size
+        self._structures = structures or StructureWorkers(
+            limits=limits.structure, formula_limits=limits.formula
+        )
 
     @property
     def predictor(self) -> Predictor:
@@ -82,7 +89,9 @@ class LocalBackend:
                 experiment_version=predictor.experiment_version,
                 max_formula_length=self._limits.formula.max_length,
             )
-            for index, result in enumerate(predict_queries(queries, predictor, self._limits))
+            for index, result in enumerate(
+                predict_queries(queries, predictor, self._limits, structures=self._structures)
+            )
         ]
 
 

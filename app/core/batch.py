@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from app.core.errors import InvalidCompoundError
 from app.core.features import DEFAULT_LIMITS, FormulaLimits, ParsedCompound, parse_compound
 from app.core.predictor import Prediction, Predictor
+from app.core.structure_workers import StructureWorkers
 from app.core.structures import (
     DEFAULT_STRUCTURE_LIMITS,
     ParsedStructure,
     StructureFormat,
     StructureLimits,
-    parse_structure,
 )
 from app.core.timing import StageTimer
 
@@ -92,44 +92,53 @@ class BatchLimits:
 DEFAULT_BATCH_LIMITS = BatchLimits()
 
 
-def _parse(
-    query: CompoundQuery, limits: BatchLimits
-) -> tuple[ParsedCompound, ParsedStructure | None]:
-    if query.structure is not None:
-        structure = parse_structure(
-            query.structure,
-            query.structure_format,
-            limits=limits.structure,
-            formula_limits=limits.formula,
-        )
-        return structure.compound, structure
-    return parse_compound(query.formula or "", query.density, limits.formula), None
-
-
 def predict_queries(
     queries: Sequence[CompoundQuery],
     predictor: Predictor,
     limits: BatchLimits = DEFAULT_BATCH_LIMITS,
     timer: StageTimer | None = None,
+    *,
+    structures: StructureWorkers,
 ) -> list[QueryResult]:
     """Check every query, then predict those that pass in one model call.
 
     Args:
         queries: The compounds.
         predictor: The loaded model.
-        limits: Bounds on formulas and structures.
+        limits: Bounds on formulas.
         timer: Receives the time spent in the ``featurize`` and ``model`` stages.
+        structures: The worker processes that read the structure queries (with their own
+            bounds on structures).
 
     Returns:
         One result per query, in order: its prediction, or the error it alone has.
+
+    Raises:
+        ServiceBusyError: Structures are to be read and the workers take no more callers.
     """
     timer = timer or StageTimer()
     results: list[QueryResult | None] = [None] * len(queries)
     valid: list[tuple[int, ParsedCompound, ParsedStructure | None]] = []
     with timer.stage("featurize"):
+        read = iter(
+            structures.read(
+                [
+                    (query.structure, query.structure_format)
+                    for query in queries
+                    if query.structure is not None
+                ]
+            )
+        )
         for index, query in enumerate(queries):
+            structure: ParsedStructure | None = None
             try:
-                compound, structure = _parse(query, limits)
+                if query.structure is None:
+                    compound = parse_compound(query.formula or "", query.density, limits.formula)
+                else:
+                    outcome = next(read)
+                    if isinstance(outcome, InvalidCompoundError):
+                        raise outcome
+                    structure, compound = outcome, outcome.compound
                 # Checked here: one such item must not fail the batch's model call.
                 predictor.check_density_available(compound)
                 valid.append((index, compound, structure))

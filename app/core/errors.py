@@ -59,6 +59,26 @@ class BatchTooLargeError(MagorderError):
     code = "batch_too_large"
 
 
+class ServiceBusyError(MagorderError):
+    """The service is doing as much of some work as it may at once; the client should retry.
+
+    Attributes:
+        retry_after_s: Seconds after which a retry may succeed.
+    """
+
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StructureWorkersError(MagorderError):
+    """The worker processes that read structure files could not be started."""
+
+    code = "structure_workers_unavailable"
+
+
 class StartupRefusedError(MagorderError):
     """The service cannot start as configured; the message says what to change."""
 

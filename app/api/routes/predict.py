@@ -75,7 +75,12 @@ async def predict_batch(batch: BatchIn, service: ServiceDep, response: Response)
     timer = StageTimer()
     # A worker thread: a thousand parses would hold the event loop for tens of milliseconds.
     out = await run_in_threadpool(
-        predict_items, batch.items, service.predictor, settings.batch_limits, timer
+        predict_items,
+        batch.items,
+        service.predictor,
+        settings.batch_limits,
+        timer,
+        structures=service.structures,
     )
     response.headers[SERVER_TIMING] = server_timing(timer)
     return out

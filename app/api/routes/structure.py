@@ -1,14 +1,15 @@
 """Structure endpoints: a crystal structure (CIF, POSCAR, ...) in, as JSON or as a file upload.
 
 Each takes ``application/json`` (``{"structure": "...", "format": "cif"}``) or
-``multipart/form-data`` (``curl -F file=@Fe2O3.cif``). pymatgen reads the structure in a
-worker thread, after the core's bounds on its size, its sites and a CIF's symmetry images, so
-a large or malicious file never holds the event loop.
+``multipart/form-data`` (``curl -F file=@Fe2O3.cif``). pymatgen reads each structure in one
+of the service's worker processes (`app.core.structure_workers`), after the core's strict
+checks of what it would read, so a large or malicious file never holds the server's process.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -200,7 +201,10 @@ async def predict_structure(request: Request, service: ServiceDep) -> StructureP
         query = CompoundQuery(structure=body.structure, structure_format=body.structure_format)
     predictor = service.predictor
     (result,) = await run_in_threadpool(
-        predict_queries, [query], predictor, service.settings.batch_limits
+        partial(predict_queries, structures=service.structures),
+        [query],
+        predictor,
+        service.settings.batch_limits,
     )
     if isinstance(result, QueryFailure):
         raise result.error
@@ -244,6 +248,7 @@ async def predict_structure_batch(
         service.predictor,
         settings.batch_limits,
         timer,
+        structures=service.structures,
         schema=StructureBatchItemIn,
     )
     response.headers[SERVER_TIMING] = server_timing(timer)
