@@ -12,11 +12,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.config import Settings
 from bench import hostile
 from bench.server import REPO_ROOT, RunningServer, free_port, running_server
 from tests.conftest import need_debian_package
@@ -24,6 +26,8 @@ from tests.conftest import need_debian_package
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or ""
 NO_NGINX = "no nginx on this machine (apt-get install nginx)"
 CONFIG = REPO_ROOT / "deploy" / "nginx.conf"
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+_COMPOSE_SETTINGS = {"MAGORDER_MAX_CONNECTIONS_PER_CLIENT": "0"}
 
 
 def _need_nginx() -> None:
@@ -87,7 +91,8 @@ def _stop(process: subprocess.Popen[str]) -> str:
 
 @pytest.fixture(scope="module")
 def service(model_dir: Path) -> Iterator[RunningServer]:
-    with running_server(model_dir) as running:
+    # As docker-compose.yml runs it: every connection comes from nginx, which caps per client.
+    with running_server(model_dir, settings=_COMPOSE_SETTINGS) as running:
         yield running
 
 
@@ -148,3 +153,33 @@ def test_a_service_that_is_down_is_a_json_503_with_retry_after(tmp_path: Path) -
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "5"
     assert answer.json()["error"]["type"] == "service_unavailable"
+
+
+def test_the_front_doors_limits_are_the_services() -> None:
+    """The front door enforces the per-client cap and write deadline that compose turns off."""
+    text = CONFIG.read_text()
+    defaults = Settings.model_fields
+    assert f"limit_conn per_client {defaults['max_connections_per_client'].default};" in text
+    assert f"send_timeout {defaults['write_timeout_s'].default:g}s;" in text
+    assert 'MAGORDER_MAX_CONNECTIONS_PER_CLIENT: "0"' in COMPOSE.read_text()
+
+
+def test_a_client_at_its_cap_still_reaches_health(front_door: str) -> None:
+    host, port = front_door.removeprefix("http://").split(":")
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: magorder\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    with ExitStack() as stack:
+        for _ in range(Settings.model_fields["max_connections_per_client"].default or 0):
+            # each in progress at nginx, which waits for the rest of its body
+            stack.enter_context(socket.create_connection((host, int(port)), timeout=10)).sendall(
+                head
+            )
+        time.sleep(0.3)
+        over = httpx.post(f"{front_door}/predict", json={"formula": "NiO", "density": 6.67})
+        health = httpx.get(f"{front_door}/health")
+    assert over.status_code == 503
+    assert over.headers["retry-after"] == "1"
+    assert over.json()["error"]["type"] == "server_busy"
+    assert health.status_code == 200
