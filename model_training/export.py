@@ -51,7 +51,11 @@ def export_model(
     *,
     output_name: str = OUTPUT_NAME,
 ) -> Path:
-    """Write ``saved_model/`` and ``metadata.json`` into a model directory.
+    """Write ``saved_model/`` and ``metadata.json`` into a model directory, sealed.
+
+    `write_metadata` seals the directory with its manifest (``SHA256SUMS``,
+    `app.core.model_manifest`), which the service checks at load; whatever writes into the
+    directory afterwards (the Markdown card and its plots) seals it again.
 
     The directory is written beside its destination and moved into place at the end, so a
     failed export never leaves a half-written model where the service looks for one. Heads

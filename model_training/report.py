@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from app.core.model_card import MODEL_CARD_FILENAME
+from app.core.model_card import HEAD_DIRNAMES, MODEL_CARD_FILENAME
+from app.core.model_manifest import write_manifest
 from model_training.data import CLASSES
 from model_training.evaluate import Evaluation, ModelResult
 from model_training.metrics import Scores
@@ -474,6 +475,8 @@ def write_model_card(
     ]
     path = directory / MODEL_CARD_FILENAME
     path.write_text("\n".join(lines), encoding="utf-8")
+    # The service serves the card and its plots, so they are sealed with the model.
+    write_manifest(directory, HEAD_DIRNAMES)
     return path
 
 

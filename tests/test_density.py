@@ -21,6 +21,7 @@ from app.core.model_card import (
     DensityMetadata,
     read_metadata,
 )
+from app.core.model_manifest import write_manifest
 from app.core.predictor import Predictor
 from model_training.__main__ import main as training_main
 from tests.conftest import DENSITY_TEST_VERSION
@@ -62,6 +63,7 @@ def test_an_edited_estimator_is_refused(tmp_path: Path, density_model_dir: Path)
     card = json.loads(card_path.read_text())
     card["output_columns"] = ["density_kg_m3"]
     card_path.write_text(json.dumps(card))
+    write_manifest(card_path.parent)  # sealed again, as a careless re-export would
     with pytest.raises(ModelLoadError, match=r"density estimator .*density_kg_m3"):
         Predictor.load(edited)
 

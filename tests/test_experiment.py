@@ -25,6 +25,7 @@ from app.core.model_card import (
     ExperimentMetadata,
     read_metadata,
 )
+from app.core.model_manifest import write_manifest
 from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
 from app.main import create_app
@@ -238,13 +239,17 @@ def test_an_edited_head_is_refused(trained: dict[str, Path], tmp_path: Path) -> 
     card = json.loads(card_path.read_text())
     card["output_columns"] = list(reversed(card["output_columns"]))
     card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match=r"experiment head .*metadata.json does not match"):
+        Predictor.load(edited)
+    write_manifest(card_path.parent)  # sealed again: the card is still checked
     with pytest.raises(ModelLoadError, match=r"experiment head .* outputs"):
         Predictor.load(edited)
     variables = next((edited / EXPERIMENT_DIRNAME / "saved_model" / "variables").glob("*.data*"))
     card["output_columns"] = list(reversed(card["output_columns"]))
     card_path.write_text(json.dumps(card))
+    write_manifest(card_path.parent)
     variables.write_bytes(variables.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(ModelLoadError, match="does not match its model card"):
+    with pytest.raises(ModelLoadError, match=r"variables\.data\S* does not match its manifest"):
         Predictor.load(edited)
 
 

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from app.config import DEFAULT_MODEL_DIR
 from app.core.errors import ModelLoadError
 from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES, parse_compound
 from app.core.model_card import (
+    DENSITY_DIRNAME,
+    EXPERIMENT_DIRNAME,
+    HEAD_DIRNAMES,
     METADATA_FILENAME,
     SAVED_MODEL_DIRNAME,
+    DensityMetadata,
+    ExperimentMetadata,
     MagneticOrdering,
     hash_directory,
+)
+from app.core.model_manifest import (
+    MANIFEST_FILENAME,
+    file_digests,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
 )
 from app.core.predictor import Predictor
 from tests.conftest import FIXTURE_MODEL_VERSION
@@ -86,7 +100,23 @@ def test_committed_model_loads_and_matches_the_feature_layout() -> None:
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def _edit_metadata(**changes: object) -> Callable[[Path], None]:
+def _seal(model_dir: Path) -> None:
+    write_manifest(model_dir, HEAD_DIRNAMES)
+
+
+def _sealed(damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Damage a model, then seal it again: the checks behind the manifest must still hold."""
+
+    def damage_and_seal(model_dir: Path) -> None:
+        damage(model_dir)
+        _seal(model_dir)
+
+    return damage_and_seal
+
+
+def _tampered_metadata(**changes: object) -> Callable[[Path], None]:
+    """Edit the card in place, leaving its manifest as exported."""
+
     def edit(model_dir: Path) -> None:
         path = model_dir / METADATA_FILENAME
         card = json.loads(path.read_text())
@@ -94,6 +124,11 @@ def _edit_metadata(**changes: object) -> Callable[[Path], None]:
         path.write_text(json.dumps(card))
 
     return edit
+
+
+def _edit_metadata(**changes: object) -> Callable[[Path], None]:
+    """Edit the card and seal the directory again, as a careless re-export would."""
+    return _sealed(_tampered_metadata(**changes))
 
 
 def _remove(relative: str) -> Callable[[Path], None]:
@@ -112,6 +147,36 @@ def _overwrite(relative: str, content: bytes) -> Callable[[Path], None]:
         (model_dir / relative).write_bytes(content)
 
     return overwrite
+
+
+def _split(relative: str) -> Callable[[Path], None]:
+    """Move the second half of a file into a new file beside it.
+
+    The old checksum, over names and contents run together, could not tell them apart.
+    """
+
+    def split(model_dir: Path) -> None:
+        path = model_dir / relative
+        content = path.read_bytes()
+        half = len(content) // 2
+        path.write_bytes(content[:half])
+        path.with_name(path.name + "2").write_bytes(content[half:])
+
+    return split
+
+
+def _symlink(relative: str, target: str) -> Callable[[Path], None]:
+    def link(model_dir: Path) -> None:
+        (model_dir / relative).symlink_to(target)
+
+    return link
+
+
+def _fifo(relative: str) -> Callable[[Path], None]:
+    def fifo(model_dir: Path) -> None:
+        os.mkfifo(model_dir / relative)
+
+    return fifo
 
 
 def _resealed(damage: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -133,19 +198,39 @@ VARIABLES = f"{SAVED_MODEL_DIRNAME}/variables"
     ("damage", "message"),
     [
         (_remove(""), "does not exist"),
-        (_remove(METADATA_FILENAME), "metadata.json is missing"),
-        (_overwrite(METADATA_FILENAME, b"{not json"), "is not a valid model card"),
+        (_remove(MANIFEST_FILENAME), "SHA256SUMS is missing"),
+        (_overwrite(MANIFEST_FILENAME, b"not a manifest\n"), "line 1 is not '<sha256>  <path>'"),
+        (_remove(METADATA_FILENAME), "metadata.json is missing (listed in"),
+        (
+            _tampered_metadata(density_range=[0.5, 50.0]),
+            "metadata.json does not match its manifest",
+        ),
+        (_tampered_metadata(model_version="9.9.9"), "metadata.json does not match its manifest"),
+        (_sealed(_overwrite(METADATA_FILENAME, b"{not json")), "is not a valid model card"),
         (_edit_metadata(model_version=""), "is not a valid model card"),
+        (_edit_metadata(density_range=[10.0, 1.0]), "density_range [10.0, 1.0] is not 0 < low"),
+        (_edit_metadata(density_range=[0.0, 1.0]), "density_range"),
         (_edit_metadata(feature_layout_version="old:v0"), "trained on feature layout 'old:v0'"),
         (_edit_metadata(n_features=120), "expects 120 features"),
         (_edit_metadata(classes=["FM", "NM", "AFM"]), "are not exactly"),
         (_edit_metadata(classes=["NM", "FM", "FiM", "AFM"]), "in that order"),
         (_edit_metadata(classes=["FM", "NM", "FiM", "XYZ"]), "is not a valid model card"),
-        (_remove(SAVED_MODEL_DIRNAME), "SavedModel directory"),
+        (_remove(SAVED_MODEL_DIRNAME), "saved_model/fingerprint.pb is missing (listed in"),
+        (_sealed(_remove(SAVED_MODEL_DIRNAME)), "SavedModel directory"),
         (_edit_metadata(saved_model_sha256=None), "has no saved_model_sha256"),
-        (_overwrite(PB, b"garbage"), "does not match its model card"),
-        (_remove(VARIABLES), "does not match its model card"),
-        (_overwrite(f"{SAVED_MODEL_DIRNAME}/extra.txt", b"x"), "does not match its model card"),
+        (_overwrite(PB, b"garbage"), "saved_model.pb does not match its manifest"),
+        (_remove(VARIABLES), "is missing (listed in"),
+        (_overwrite(f"{SAVED_MODEL_DIRNAME}/extra.txt", b"x"), "extra.txt is not listed in"),
+        (_overwrite("notes.png", b"x"), "notes.png is not listed in"),
+        (_split(PB), "saved_model.pb2 is not listed in"),
+        (_sealed(_split(PB)), "does not match its model card"),
+        (_symlink("leak.png", "/etc/passwd"), "leak.png is a symbolic link"),
+        (_symlink(f"{VARIABLES}/leak", "/etc/passwd"), "variables/leak is a symbolic link"),
+        (_symlink("experiment", SAVED_MODEL_DIRNAME), "experiment is a symbolic link"),
+        (_fifo("pipe.png"), "pipe.png is not a regular file"),
+        (_overwrite(".hidden", b"x"), "'.hidden' in"),
+        (_overwrite("two words.png", b"x"), "is not a file name a model directory holds"),
+        (_sealed(_overwrite(PB, b"garbage")), "does not match its model card"),
         (_resealed(_overwrite(PB, b"garbage")), "cannot load SavedModel"),
         (_resealed(_remove(VARIABLES)), "cannot load SavedModel"),
     ],
@@ -159,3 +244,73 @@ def test_missing_corrupt_or_mismatched_models_are_refused(
     with pytest.raises(ModelLoadError) as caught:
         Predictor.load(broken)
     assert message in str(caught.value)
+
+
+def test_an_export_seals_every_file_of_its_directory(model_dir: Path) -> None:
+    listed = read_manifest(model_dir)
+    assert METADATA_FILENAME in listed
+    assert f"{SAVED_MODEL_DIRNAME}/saved_model.pb" in listed
+    assert listed == file_digests(model_dir, HEAD_DIRNAMES)
+    # The card's checksum is the digest of the SavedModel's lines of the manifest.
+    card = json.loads((model_dir / METADATA_FILENAME).read_text())
+    assert card["saved_model_sha256"] == hash_directory(model_dir / SAVED_MODEL_DIRNAME)
+
+
+def test_the_committed_model_and_its_heads_are_sealed() -> None:
+    verify_manifest(DEFAULT_MODEL_DIR, HEAD_DIRNAMES)
+    for head in HEAD_DIRNAMES:
+        verify_manifest(DEFAULT_MODEL_DIR / head)
+
+
+def test_a_checksum_tells_a_split_file_from_its_concatenation(tmp_path: Path) -> None:
+    # The old checksum hashed name + NUL + content + NUL per file, so one file holding
+    # "X NUL b NUL Y" hashed like file a = "X" beside file b = "Y".
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole.mkdir()
+    split.mkdir()
+    (whole / "a").write_bytes(b"X\0b\0Y")
+    (split / "a").write_bytes(b"X")
+    (split / "b").write_bytes(b"Y")
+    assert hash_directory(whole) != hash_directory(split)
+
+
+def test_an_edited_confidence_rule_of_the_committed_model_is_refused(tmp_path: Path) -> None:
+    # margin_below 0 silently removed every "unsure answer" warning.
+    edited = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "model")
+    _tampered_metadata(
+        confidence={
+            **json.loads((edited / METADATA_FILENAME).read_text())["confidence"],
+            "margin_below": 0.0,
+        }
+    )(edited)
+    with pytest.raises(ModelLoadError, match=r"metadata\.json does not match its manifest"):
+        Predictor.load(edited)
+
+
+@pytest.mark.parametrize("head", HEAD_DIRNAMES)
+def test_an_edited_head_card_of_the_committed_model_is_refused(tmp_path: Path, head: str) -> None:
+    edited = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "model")
+    card = edited / head / METADATA_FILENAME
+    card.write_text(card.read_text().replace('"model_version": "', '"model_version": "x', 1))
+    with pytest.raises(ModelLoadError, match=r"does not match its manifest"):
+        verify_manifest(edited / head)
+
+
+@pytest.mark.parametrize(
+    "quantiles", [(0.9, 0.5, 0.1), (0.1, 0.1, 0.9), (0.0, 0.5, 0.9), (0.1, 0.5, 1.5)]
+)
+def test_an_experiment_card_with_nonsense_quantiles_is_invalid(
+    quantiles: tuple[float, float, float],
+) -> None:
+    # Reversed quantiles made the answers' interval coverage negative (-0.8).
+    card = json.loads((DEFAULT_MODEL_DIR / EXPERIMENT_DIRNAME / METADATA_FILENAME).read_text())
+    card["temperature_quantiles"] = quantiles
+    with pytest.raises(ValidationError, match="temperature_quantiles"):
+        ExperimentMetadata.model_validate(card)
+
+
+def test_a_card_with_a_non_finite_number_is_invalid() -> None:
+    card = json.loads((DEFAULT_MODEL_DIR / DENSITY_DIRNAME / METADATA_FILENAME).read_text())
+    card["test_mae"] = float("nan")
+    with pytest.raises(ValidationError, match="test_mae"):
+        DensityMetadata.model_validate(card)

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from app.config import DEFAULT_MODEL_DIR
+from app.core.model_card import (
+    HEAD_DIRNAMES,
+    METADATA_FILENAME,
+    SAVED_MODEL_DIRNAME,
+    hash_directory,
+)
+from app.core.model_manifest import write_manifest
+from app.main import create_app
 from bench.server import REPO_ROOT, free_port, serve_flags, start_server, wait_until_healthy
-from tests.conftest import read_until_closed
+from tests.conftest import make_settings, read_until_closed
 
 STARTUP_TIMEOUT_S = 60.0
 BODY_TIMEOUT_S = 2
@@ -107,9 +119,132 @@ def test_uvicorn_refuses_to_start_without_a_model_in_one_line(tmp_path: Path) ->
     process = _start_server(missing, free_port())
     output, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
     assert process.returncode != 0
-    assert f"refusing to start: model directory {missing} does not exist" in output
-    assert "Traceback" not in output
-    assert len(output.splitlines()) <= 4, output  # uvicorn's own start and stop lines
+    assert output.splitlines() == [f"refusing to start: model directory {missing} does not exist"]
+
+
+def _edit_card(model_dir: Path, **changes: object) -> None:
+    path = model_dir / METADATA_FILENAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _margin_below_zero(model_dir: Path) -> None:
+    # The committed card's rule, edited so that no answer is ever flagged as unsure.
+    card = json.loads((model_dir / METADATA_FILENAME).read_text())
+    _edit_card(model_dir, confidence={**card["confidence"], "margin_below": 0.0})
+
+
+def _split_pb(model_dir: Path) -> None:
+    path = model_dir / SAVED_MODEL_DIRNAME / "saved_model.pb"
+    content = path.read_bytes()
+    path.write_bytes(content[:100])
+    path.with_name("saved_model.pc").write_bytes(content[100:])
+
+
+def _resealed_invalid_card(model_dir: Path) -> None:
+    # Sealed again after the edit: the schema refuses it, and pydantic's several lines of
+    # complaint make one line of refusal.
+    _edit_card(model_dir, model_version="", n_features=-1)
+    write_manifest(model_dir, HEAD_DIRNAMES)
+
+
+def _resealed_garbage_savedmodel(model_dir: Path) -> None:
+    # TensorFlow's error spans several lines.
+    (model_dir / SAVED_MODEL_DIRNAME / "saved_model.pb").write_bytes(b"garbage")
+    checksum = hash_directory(model_dir / SAVED_MODEL_DIRNAME)
+    _edit_card(model_dir, saved_model_sha256=checksum)
+    write_manifest(model_dir, HEAD_DIRNAMES)
+
+
+@pytest.mark.parametrize(
+    ("committed", "damage", "reason"),
+    [
+        (
+            True,
+            _margin_below_zero,
+            r"\S+/metadata\.json does not match its manifest \S+: sha256 [0-9a-f]{64}, expected "
+            r"[0-9a-f]{64} \(modified or corrupted after export\)",
+        ),
+        (False, _split_pb, r"\S+/saved_model/saved_model\.pc is not listed in \S+/SHA256SUMS .*"),
+        (
+            False,
+            lambda model_dir: (model_dir / "extra.png").write_bytes(b"x"),
+            r"\S+/extra\.png is not listed in \S+/SHA256SUMS \(added after export\)",
+        ),
+        (
+            False,
+            lambda model_dir: (model_dir / "leak.png").symlink_to("/etc/passwd"),
+            r"\S+/leak\.png is a symbolic link; a model directory holds only regular files",
+        ),
+        (
+            False,
+            lambda model_dir: (model_dir / SAVED_MODEL_DIRNAME / "fingerprint.pb").unlink(),
+            r"\S+/saved_model/fingerprint\.pb is missing \(listed in \S+/SHA256SUMS\)",
+        ),
+        (
+            False,
+            _resealed_invalid_card,
+            r"\S+/metadata\.json is not a valid model card: model_version: String should have "
+            r"at least 1 character; n_features: Input should be greater than 0",
+        ),
+        (False, _resealed_garbage_savedmodel, r"cannot load SavedModel .*"),
+    ],
+    ids=["margin_below", "split", "added", "symlink", "removed", "card", "savedmodel"],
+)
+def test_uvicorn_refuses_an_edited_model_in_one_line(
+    model_dir: Path,
+    tmp_path: Path,
+    committed: bool,
+    damage: Callable[[Path], object],
+    reason: str,
+) -> None:
+    edited = shutil.copytree(DEFAULT_MODEL_DIR if committed else model_dir, tmp_path / "model")
+    damage(edited)
+    process = start_server(
+        free_port(),
+        env={"MAGORDER_MODEL_DIR": str(edited)},
+        capture_output=True,
+        uvicorn_args=("--http", "app.server.http_protocol:GuardedHttpToolsProtocol"),
+    )
+    output, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
+    assert process.returncode != 0
+    # Log lines of the load (LiteRT warnings) may come first; the refusal is the last, whole.
+    refusal = [line for line in output.splitlines() if "refusing" in line or "Traceback" in line]
+    assert len(refusal) == 1, output
+    assert re.fullmatch(f"refusing to start: {reason}", refusal[0]), output
+    assert output.splitlines()[-1] == refusal[0]
+    if damage is not _resealed_garbage_savedmodel:
+        assert output.splitlines() == refusal  # refused before anything else was logged
+
+
+def test_a_plot_name_of_any_length_or_shape_is_a_clean_404(client: TestClient) -> None:
+    for path in (
+        f"/model/{'a' * 300}.png",  # used to be a 500: ENAMETOOLONG
+        f"/model/experiment/{'a' * 300}.png",
+        f"/model/{'a' * 5000}.png",
+        "/model/%00.png",
+        "/model/..%2Fmetadata.json",
+        "/model/metadata.json",
+        "/model/experiment/..%2F..%2Fmetadata.json",
+        "/model/%E2%80%AE.png",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+
+
+def test_only_regular_files_inside_the_model_are_served_as_plots(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    served = shutil.copytree(model_dir, tmp_path / "model")
+    (served / "plot.png").write_bytes(b"\x89PNG plot")
+    write_manifest(served, HEAD_DIRNAMES)
+    with TestClient(create_app(make_settings(served))) as client:
+        assert client.get("/model/plot.png").content == b"\x89PNG plot"
+        # Made after start-up (the load refuses them): still never served.
+        (served / "leak.png").symlink_to("/etc/passwd")
+        (served / "folder.png").mkdir()
+        (served / "experiment").symlink_to(served)
+        for path in ("/model/leak.png", "/model/folder.png", "/model/experiment/plot.png"):
+            assert client.get(path).status_code == 404, path
 
 
 @pytest.mark.parametrize(
@@ -229,4 +364,49 @@ def test_sigterm_ends_a_trickling_client_in_bounded_time_under_the_serve_flags(
             process.kill()
             process.communicate(timeout=10)
     assert waited < grace + 10, output
+    assert "Finished server process" in output
+
+
+def test_sigterm_answers_a_body_still_trickling_with_a_json_503(model_dir: Path) -> None:
+    """A body still arriving at SIGTERM is refused cleanly, not cancelled at the grace limit.
+
+    uvicorn waits for it until the end of its grace period, then cancels the request: a broken
+    pipe for the client and a 500 with a traceback in the log. The body now gets one body
+    timeout (at most half the grace) to finish, then a JSON 503.
+    """
+    port = free_port()
+    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
+    process = start_server(port, env=env, capture_output=True, uvicorn_args=serve_flags())
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
+        connection = _open_request(base_url, b" " * 10_000)
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.5):
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            status, body = _read_response(connection)
+        finally:
+            stop.set()
+        answered_s = time.monotonic() - started
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert status == 503, body
+    assert json.loads(body)["error"]["type"] == "service_unavailable"
+    assert answered_s < BODY_TIMEOUT_S + 2
+    assert "Traceback" not in output, output
+    assert " 500 " not in output, output
     assert "Finished server process" in output

@@ -54,6 +54,8 @@ def test_the_card_as_html_shows_its_plots_from_the_model(density_client: TestCli
 
 
 def test_card_image_links_resolve(tmp_path: Path, density_model_dir: Path) -> None:
+    from app.core.model_card import HEAD_DIRNAMES
+    from app.core.model_manifest import seal_model_directory
     from app.main import create_app
     from tests.conftest import make_settings
 
@@ -63,6 +65,7 @@ def test_card_image_links_resolve(tmp_path: Path, density_model_dir: Path) -> No
     (served / "plot.png").write_bytes(png)
     (served / "density" / "MODEL_CARD.md").write_text("# head\n\n![p](p.png)\n", encoding="utf-8")
     (served / "density" / "p.png").write_bytes(png)
+    seal_model_directory(served, HEAD_DIRNAMES)  # sealed with them, as an export would
     with TestClient(create_app(make_settings(served))) as app_client:
         card = app_client.get("/model/card").text
         assert "![plot](plot.png)" in card

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.core.model_manifest import hash_directory as hash_directory
+from app.core.model_manifest import write_manifest
 
 METADATA_FILENAME = "metadata.json"
 SAVED_MODEL_DIRNAME = "saved_model"
@@ -79,7 +81,7 @@ class ConfidenceRule(BaseModel):
         unflagged_accuracy: The test accuracy of the answers neither rule flags.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     members: tuple[str, ...] = Field(min_length=1)
     margin_below: float = Field(ge=0, le=1)
@@ -109,12 +111,13 @@ class ModelMetadata(BaseModel):
             reason, class and label-source counts.
         tensorflow_version: TensorFlow version that exported the model.
         saved_model_sha256: Checksum of the ``saved_model/`` directory (see
-            `hash_directory`), filled in by the export and verified at load.
+            `hash_directory`), filled in by the export and verified at load; the directory's
+            manifest (``SHA256SUMS``) covers this card and every other file beside it.
         confidence: When an answer is flagged as unsure; a model with it outputs its
             members' spread as a fifth column. None for a single network.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     metadata_version: Literal[1] = 1
     model_version: str = Field(min_length=1)
@@ -134,6 +137,18 @@ class ModelMetadata(BaseModel):
     saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     confidence: ConfidenceRule | None = None
 
+    @model_validator(mode="after")
+    def _density_range_is_physical(self) -> ModelMetadata:
+        # The service warns outside this range: a reversed or non-positive one would warn
+        # about every compound, or none.
+        if self.density_range is not None:
+            low, high = self.density_range
+            if not 0 < low <= high:
+                raise ValueError(
+                    f"density_range {list(self.density_range)} is not 0 < low <= high (g/cm³)"
+                )
+        return self
+
     @property
     def n_outputs(self) -> int:
         """Columns of the SavedModel's output: the classes, and the spread with a rule."""
@@ -143,7 +158,7 @@ class ModelMetadata(BaseModel):
 class _HeadMetadata(BaseModel):
     """What the card of every head beside the Materials Project head holds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     metadata_version: Literal[1] = 1
     model_version: str = Field(min_length=1)
@@ -185,6 +200,18 @@ class ExperimentMetadata(_HeadMetadata):
     temperature_quantiles: tuple[float, float, float]
     sources: tuple[str, ...] = ()
 
+    @model_validator(mode="after")
+    def _quantiles_are_ordered(self) -> ExperimentMetadata:
+        # Answers report high - low as the interval's coverage: reversed or out-of-range
+        # quantiles would make it negative or over 1.
+        low, median, high = self.temperature_quantiles
+        if not 0 < low < median < high < 1:
+            raise ValueError(
+                f"temperature_quantiles {list(self.temperature_quantiles)} are not "
+                "0 < low < median < high < 1"
+            )
+        return self
+
 
 class DensityMetadata(_HeadMetadata):
     """The card of a density estimator (``density/metadata.json``), checked when it is loaded.
@@ -210,29 +237,14 @@ class DensityMetadata(_HeadMetadata):
     test_mae: float = Field(ge=0)
 
 
-def hash_directory(directory: Path) -> str:
-    """Return a SHA-256 over every file of a directory: relative paths and contents.
-
-    Args:
-        directory: The directory to hash.
-
-    Returns:
-        The hex digest; it changes when any file is added, removed, renamed or edited.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def write_metadata(
     metadata: ModelMetadata | ExperimentMetadata | DensityMetadata, model_dir: Path
 ) -> Path:
-    """Write the model card as ``metadata.json`` into a model directory.
+    """Write the model card as ``metadata.json`` into a model directory, and seal it.
+
+    The directory's manifest (`app.core.model_manifest`) is rewritten over its files as they
+    are now, the card included: the export writes the card last, and whatever writes into
+    the directory after it (the Markdown card, its plots) seals it again.
 
     Args:
         metadata: The model card.
@@ -243,6 +255,7 @@ def write_metadata(
     """
     path = model_dir / METADATA_FILENAME
     path.write_text(metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_manifest(model_dir, HEAD_DIRNAMES if isinstance(metadata, ModelMetadata) else ())
     return path
 
 

@@ -13,9 +13,9 @@ from app.core.model_card import (
     SAVED_MODEL_DIRNAME,
     Card,
     HeadCard,
-    hash_directory,
     read_metadata,
 )
+from app.core.model_manifest import digest_of, verify_manifest
 from app.core.model_runtime import LoadedSignature, ModelRuntime, load_signature
 
 
@@ -56,7 +56,11 @@ def read_checked_card(model_dir: Path, schema: type[Card]) -> Card:
         metadata = read_metadata(model_dir, schema)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{model_dir / METADATA_FILENAME} is missing") from exc
-    except (OSError, ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise ModelLoadError(
+            f"{model_dir / METADATA_FILENAME} is not a valid model card: {_describe(exc)}"
+        ) from exc
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"{model_dir / METADATA_FILENAME} is not a valid model card: {exc}"
         ) from exc
@@ -64,22 +68,42 @@ def read_checked_card(model_dir: Path, schema: type[Card]) -> Card:
     return metadata
 
 
-def verify_checksum(saved_model_dir: Path, expected: str | None) -> None:
+def _describe(error: ValidationError) -> str:
+    """Pydantic's complaints on one line (its own text spans several): ``field: message``."""
+    return "; ".join(
+        f"{'.'.join(map(str, detail['loc'])) or 'card'}: {detail['msg']}"
+        for detail in error.errors(include_url=False)
+    )
+
+
+def verify_checksum(saved_model_dir: Path, expected: str | None, digests: dict[str, str]) -> None:
     """Refuse a SavedModel whose files are not those its card recorded at export.
+
+    Args:
+        saved_model_dir: The SavedModel directory.
+        expected: The card's ``saved_model_sha256``.
+        digests: The verified digests of the files of the directory holding it
+            (`app.core.model_manifest.verify_manifest`), so no file is read twice.
 
     Raises:
         ModelLoadError: The directory is missing, the card has no checksum, or the files
             differ from it.
     """
-    if not saved_model_dir.is_dir():
+    prefix = f"{saved_model_dir.name}/"
+    files = {
+        path.removeprefix(prefix): digest
+        for path, digest in digests.items()
+        if path.startswith(prefix)
+    }
+    if not files or not saved_model_dir.is_dir():
         raise ModelLoadError(f"SavedModel directory {saved_model_dir} does not exist")
     if expected is None:
         raise ModelLoadError("model card has no saved_model_sha256 to verify the model against")
-    actual = hash_directory(saved_model_dir)
+    actual = digest_of(files)
     if actual != expected:
         raise ModelLoadError(
             f"SavedModel at {saved_model_dir} does not match its model card: sha256 {actual}, "
-            f"expected {expected} (modified or corrupted after export)"
+            f"expected {expected} (exported by another version, or edited)"
         )
 
 
@@ -92,7 +116,7 @@ def load_head(
     """Load a head beside the Materials Project head (experiment, density) with its checks.
 
     Args:
-        head_dir: The head's directory (``metadata.json`` and ``saved_model/``).
+        head_dir: The head's directory (``metadata.json``, ``saved_model/``, its manifest).
         schema: Its card's schema.
         output_columns: The output columns this service reads, which its card must name.
         runtime: How to execute it (see `app.core.model_runtime`).
@@ -103,6 +127,7 @@ def load_head(
     Raises:
         ModelLoadError: The head is missing, corrupt, edited, or not what this code reads.
     """
+    digests = verify_manifest(head_dir)
     metadata = read_checked_card(head_dir, schema)
     if metadata.output_columns != output_columns:
         raise ModelLoadError(
@@ -110,5 +135,5 @@ def load_head(
             f"{list(output_columns)}"
         )
     saved_model_dir = head_dir / SAVED_MODEL_DIRNAME
-    verify_checksum(saved_model_dir, metadata.saved_model_sha256)
+    verify_checksum(saved_model_dir, metadata.saved_model_sha256, digests)
     return metadata, load_signature(saved_model_dir, len(output_columns), runtime)

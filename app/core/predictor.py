@@ -23,12 +23,14 @@ from app.core.features import (
 from app.core.model_card import (
     DENSITY_DIRNAME,
     EXPERIMENT_DIRNAME,
+    HEAD_DIRNAMES,
     SAVED_MODEL_DIRNAME,
     ExperimentMetadata,
     MagneticOrdering,
     ModelMetadata,
 )
 from app.core.model_checks import read_checked_card, verify_checksum
+from app.core.model_manifest import verify_manifest
 from app.core.model_runtime import ModelFn, ModelRuntime, ProbabilityMatrix, load_signature
 from app.core.timing import StageTimer
 
@@ -67,9 +69,9 @@ class Prediction:
 
 def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
     metadata = read_checked_card(model_dir, ModelMetadata)
-    # The order too: metadata.json lies outside the SavedModel's checksum, and the training
-    # code always exports the columns in this order, so another order can only be an edit
-    # that would relabel every answer (NaCl called FM).
+    # The order too: the training code always exports the columns in this order, so another
+    # order can only be an edit (resealed on purpose or by mistake) that would relabel every
+    # answer (NaCl called FM).
     if tuple(metadata.classes) != tuple(MagneticOrdering):
         raise ModelLoadError(
             f"model classes {[str(c) for c in metadata.classes]} are not exactly "
@@ -119,7 +121,8 @@ class Predictor:
         """Load and check an exported model directory.
 
         Args:
-            model_dir: A directory holding ``metadata.json`` and ``saved_model/``, as written by
+            model_dir: A directory holding ``metadata.json``, ``saved_model/`` and the manifest
+                sealing them (`app.core.model_manifest`), as written by
                 `model_training.export.export_model`, and optionally an experiment head in
                 ``experiment/`` (`model_training.experiment.export`) and a density estimator
                 in ``density/`` (`model_training.density.export`).
@@ -129,13 +132,15 @@ class Predictor:
             A predictor that has answered one test call.
 
         Raises:
-            ModelLoadError: The directory is missing, corrupt, or does not match this code's
+            ModelLoadError: The directory is missing, corrupt, edited since its export (a
+                file added, removed or changed, a symbolic link), or does not match this code's
                 feature layout or classes; or the runtime asked for cannot run it; or it has
                 a head (experiment, density) that fails the same checks.
         """
+        digests = verify_manifest(model_dir, HEAD_DIRNAMES)
         metadata = _read_checked_metadata(model_dir)
         saved_model_dir = model_dir / SAVED_MODEL_DIRNAME
-        verify_checksum(saved_model_dir, metadata.saved_model_sha256)
+        verify_checksum(saved_model_dir, metadata.saved_model_sha256, digests)
         signature = load_signature(saved_model_dir, metadata.n_outputs, runtime)
         experiment = density = None
         head_dir = model_dir / EXPERIMENT_DIRNAME

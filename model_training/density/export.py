@@ -15,6 +15,7 @@ from app.core.model_card import (
     MODEL_CARD_FILENAME,
     DensityMetadata,
 )
+from app.core.model_manifest import write_manifest
 from model_training.data import LabelledData
 from model_training.density.evaluate import DensityEvaluation
 from model_training.export import elements_and_density_range, export_model
@@ -132,6 +133,8 @@ def write_density_card(
     ]
     path = head_dir / MODEL_CARD_FILENAME
     path.write_text("\n".join(lines), encoding="utf-8")
+    # The service serves the card, so it is sealed with the estimator.
+    write_manifest(head_dir)
     return path
 
 

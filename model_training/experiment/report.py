@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from app.core.model_card import EXPERIMENT_CLASSES, MODEL_CARD_FILENAME
+from app.core.model_manifest import write_manifest
 from model_training.experiment.evaluate import ExperimentEvaluation
 from model_training.experiment.export import SOURCES
 from model_training.metrics import RegressionScores
@@ -372,4 +373,6 @@ def write_experiment_card(
     ]
     path = head_dir / MODEL_CARD_FILENAME
     path.write_text("\n".join(lines), encoding="utf-8")
+    # The service serves the card and its plots, so they are sealed with the head.
+    write_manifest(head_dir)
     return path

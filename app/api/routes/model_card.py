@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import stat
 from functools import cache
 from pathlib import Path
 
@@ -128,7 +129,8 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
-_MODEL_FILE = re.compile(r"^[A-Za-z0-9_-]+\.png$")
+_MODEL_FILE = re.compile(r"[A-Za-z0-9_-]{1,100}\.png")
+"""A plot's name; bounded, so that a long name is a 404 before it reaches the file system."""
 
 
 @router.get("/model/{name}", include_in_schema=False)
@@ -140,9 +142,11 @@ def model_file(name: str, service: ServiceDep) -> Response:
 @router.get("/model/{head}/{name}", include_in_schema=False)
 def head_file(head: str, name: str, service: ServiceDep) -> Response:
     """A plot of a head's card (``/model/experiment/temperature_parity.png``)."""
-    if head not in HEAD_DIRNAMES:
+    head_dir = service.settings.model_dir / head
+    # A head directory that is a symbolic link could lead anywhere (the load refuses one).
+    if head not in HEAD_DIRNAMES or head_dir.is_symlink():
         return _not_found(f"{head}/{name}")
-    return _model_file(service.settings.model_dir / head, name)
+    return _model_file(head_dir, name)
 
 
 def _not_found(name: str) -> Response:
@@ -153,7 +157,23 @@ def _not_found(name: str) -> Response:
 
 
 def _model_file(directory: Path, name: str) -> Response:
-    path = directory / name
-    if not _MODEL_FILE.fullmatch(name) or not path.is_file():
+    path = _regular_file_in(directory, name) if _MODEL_FILE.fullmatch(name) else None
+    if path is None:
         return _not_found(name)
     return FileResponse(path, media_type="image/png")
+
+
+def _regular_file_in(directory: Path, name: str) -> Path | None:
+    """``directory / name`` when it is a regular file directly inside it, else None.
+
+    ``name`` has no ``/`` (`_MODEL_FILE`), and a symbolic link is not followed: one could
+    point outside the model (at /etc/passwd). An error from the file system (a name too
+    long, a permission) means not found, never a 500.
+    """
+    path = directory / name
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+    except OSError:
+        return None
+    return path
