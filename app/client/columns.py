@@ -8,6 +8,8 @@ error of a row that could not be predicted.
 
 from __future__ import annotations
 
+import re
+
 from app.api.schemas import BatchItemError, BatchItemOk
 from app.core.model_card import ExperimentalOrdering, MagneticOrdering
 
@@ -48,6 +50,30 @@ NUMERIC_COLUMNS = (
     *(column for column in EXPERIMENT_COLUMNS if column.endswith("_K")),
 )
 """The added columns that hold numbers (a DataFrame gives them as floats)."""
+
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP's list)."""
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def escape_formula(cell: str) -> str:
+    """A cell a spreadsheet shows as the text it is, never runs as a formula.
+
+    A cell beginning with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+    leading ``'``, as OWASP recommends against CSV injection; a cell that is a plain number
+    (``-1.5``, ``+2e3``) is left alone, since a spreadsheet reads it as that number and runs
+    nothing.
+
+    Args:
+        cell: The cell's text.
+
+    Returns:
+        The cell, neutralised where it could be read as a formula.
+    """
+    if cell.startswith(FORMULA_TRIGGERS) and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def _probability(value: float) -> str:
