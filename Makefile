@@ -17,7 +17,13 @@ EXPERIMENT_VERSION ?= 1.3.0
 # Version of the bundled density estimator (trained on $(DATA), for formulas sent without one).
 DENSITY_VERSION ?= 1.0.1
 
-.PHONY: serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model experiment-model density-model lock clean
+.DEFAULT_GOAL := help
+
+.PHONY: help serve test lint typecheck unit bench bench-quick bench-cli load-test docker-check model experiment-model density-model lock clean
+
+## help: list these targets (what `make` alone does)
+help:
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | awk -F '\t' '{ printf "  make %-18s %s\n", $$1, $$2 }'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,15 +53,18 @@ serve: $(VENV)/.installed-serve
 ## test: set up, then lint, type-check and run the test suite
 test: lint typecheck unit
 
+## lint: ruff (check and format), hadolint and shellcheck
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/shellcheck .ci/run scripts/*.sh
 
+## typecheck: mypy --strict
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+## unit: the pytest suite alone
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
@@ -107,5 +116,6 @@ lock:
 	  $(VENV)-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS)
 	rm -rf $(VENV)-lock
 
+## clean: remove the virtual environment and the tools' caches
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
