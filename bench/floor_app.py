@@ -21,9 +21,10 @@ from fastapi import APIRouter
 
 from app.api.dependencies import ServiceDep
 from app.api.json_body import JSONBodyRoute
-from app.api.schemas import CompoundIn, PredictionOut
+from app.api.schemas import CompoundIn
 from app.core.features import DensitySource
 from app.core.model_card import MagneticOrdering
+from app.core.results import PredictionOut
 from app.main import create_app
 
 FLOOR_APP = "bench.floor_app:app"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from app import __version__
 from app.client.api import Magorder, MagorderClient
-from app.client.backends import BackendError
+from app.core.backend import BackendError
 from app.core.batch import CompoundQuery
 from app.core.errors import MagorderError, ModelLoadError
 

@@ -7,17 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from app.api.errors import validation_error_detail
-from app.api.schemas import (
-    BatchItemError,
-    BatchItemIn,
-    BatchOut,
-    BatchResult,
-    StructureBatchItemIn,
-    batch_result,
-    echoed,
-)
+from app.api.schemas import BatchItemIn, StructureBatchItemIn
 from app.core.batch import MAX_ID_LENGTH, BatchLimits, CompoundQuery, predict_queries
 from app.core.predictor import Predictor
+from app.core.results import BatchItemError, BatchOut, BatchResult, batch_result, echoed
 from app.core.structure_workers import StructureWorkers
 from app.core.timing import StageTimer
 

@@ -8,7 +8,7 @@ from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.api.schemas import ErrorDetail
+from app.core.results import ErrorDetail
 
 # Every early refusal closes its connection: the rest of the body is never read, and a client
 # left connected would hold one of the server's connection slots for as long as it likes.

@@ -9,14 +9,20 @@ hand-over costs more than the function does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from app.config import Settings
 from app.core.errors import ModelNotReadyError
 from app.core.predictor import Predictor
+from app.core.results import ErrorResponse
 from app.core.structure_workers import StructureWorkers
+
+NOT_LOADED_YET: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "No model is loaded yet."}
+}
+"""The answer a route depending on `ServiceDep` gives before the model has loaded."""
 
 
 @dataclass(frozen=True, slots=True)

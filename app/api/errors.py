@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.json_body import RequestBodyError
-from app.api.schemas import ErrorDetail, ErrorResponse
 from app.core.errors import (
     BatchTooLargeError,
     InvalidCompoundError,
@@ -23,6 +22,7 @@ from app.core.errors import (
     StructureTooLargeError,
     StructureWorkersError,
 )
+from app.core.results import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
 

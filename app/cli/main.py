@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import IO
 
 from app import __version__
-from app.cli.screening import Summary, screen, screen_structures
-from app.cli.table import DENSITY_COLUMNS, FORMULA_COLUMNS, TableError, plan_columns
-from app.client.backends import Backend, BackendError, LocalBackend, RemoteBackend
+from app.client.remote import RemoteBackend
+from app.core.backend import Backend, BackendError, LocalBackend
+from app.core.screening import Summary, screen, screen_structures
 from app.core.structures import FILE_SUFFIXES, format_of_filename
+from app.core.table import DENSITY_COLUMNS, FORMULA_COLUMNS, TableError, plan_columns
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1

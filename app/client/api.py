@@ -24,10 +24,11 @@ from typing import Any, Self
 import httpx
 import pandas as pd
 
-from app.api.schemas import BatchResult
-from app.client.backends import Backend, LocalBackend, RemoteBackend
-from app.client.columns import ADDED_COLUMNS, NUMERIC_COLUMNS, result_cells
+from app.client.remote import RemoteBackend
+from app.core.backend import Backend, LocalBackend
 from app.core.batch import CompoundQuery
+from app.core.columns import ADDED_COLUMNS, NUMERIC_COLUMNS, result_cells
+from app.core.results import BatchResult
 from app.core.structures import StructureFormat, format_of_filename
 
 
@@ -273,7 +274,7 @@ class MagorderClient(_Predicting):
         batch_size: Most items per request; the server's ``max_batch_size`` caps it.
 
     Raises:
-        app.client.backends.BackendError: The service cannot be reached or is not magorder.
+        app.core.backend.BackendError: The service cannot be reached or is not magorder.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Domain logic of magorder: the feature contract, the model card and the predictor.
+"""Domain logic of magorder: features, model cards, heads, predictions, results and screening.
 
-Nothing here knows about HTTP; the API layer turns these errors and results into responses.
+Nothing here knows about HTTP, the command line or the client: every edge calls down into it,
+and it imports from none of them.
 """

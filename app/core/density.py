@@ -13,69 +13,39 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.errors import ModelLoadError
-from app.core.features import DENSITY_INDEX, MAX_DENSITY, N_FEATURES, FeatureMatrix
+from app.core.features import DENSITY_INDEX, MAX_DENSITY, FeatureMatrix
+from app.core.heads import Outputs, ServedHead, probe_rows
 from app.core.model_card import DENSITY_OUTPUT_COLUMNS, DensityMetadata
-from app.core.model_checks import load_head
-from app.core.model_runtime import ModelFn, ModelRuntime
+from app.core.model_checks import read_head_card
 
 
-class DensityEstimator:
+class DensityEstimator(ServedHead[DensityMetadata]):
     """A loaded density estimator with its card; thread-safe for concurrent calls.
 
-    Args:
-        model_fn: Maps ``(n, N_FEATURES)`` features to ``(n, 1)`` densities in g/cm³.
-        metadata: Its card.
-        runtime: The runtime ``model_fn`` runs on.
+    Its model maps ``(n, N_FEATURES)`` features to ``(n, 1)`` densities in g/cm³.
     """
 
-    def __init__(
-        self, *, model_fn: ModelFn, metadata: DensityMetadata, runtime: ModelRuntime
-    ) -> None:
-        self._model_fn = model_fn
-        self._metadata = metadata
-        self._runtime = runtime
+    what = "density estimator"
 
     @classmethod
-    def load(cls, head_dir: Path, runtime: ModelRuntime = ModelRuntime.AUTO) -> DensityEstimator:
-        """Load and check an exported density estimator.
+    def read_card(cls, directory: Path) -> DensityMetadata:
+        """Read the estimator's card, which must name the one output this code reads."""
+        return read_head_card(directory, DensityMetadata, DENSITY_OUTPUT_COLUMNS)
 
-        Args:
-            head_dir: Its directory (``metadata.json`` and ``saved_model/``).
-            runtime: How to execute it (see `app.core.model_runtime`).
+    def probe(self) -> FeatureMatrix:
+        """Fe, and FeO, at no density: the estimator never reads it."""
+        return probe_rows("Fe", "O")
 
-        Returns:
-            An estimator that has answered one test call.
-
-        Raises:
-            ModelLoadError: It is missing, corrupt, edited, or not what this code reads.
-        """
-        metadata, signature = load_head(head_dir, DensityMetadata, DENSITY_OUTPUT_COLUMNS, runtime)
-        estimator = cls(model_fn=signature.model_fn, metadata=metadata, runtime=signature.runtime)
-        estimator._check_outputs()
-        return estimator
-
-    @property
-    def metadata(self) -> DensityMetadata:
-        """The estimator's card."""
-        return self._metadata
-
-    @property
-    def runtime(self) -> ModelRuntime:
-        """The runtime executing the estimator."""
-        return self._runtime
-
-    def _check_outputs(self) -> None:
-        probe = np.zeros((2, N_FEATURES), dtype=np.float32)
-        probe[:, 25] = 1.0  # Fe
-        probe[1, 7] = 1.0  # O
-        try:
-            out = self._model_fn(probe)
-        except Exception as exc:
-            raise ModelLoadError(f"density estimator failed its test call: {exc}") from exc
-        if out.shape != (2, 1) or not np.all(np.isfinite(out)):
-            raise ModelLoadError(f"density estimator returned {out.shape} non-finite or misshaped")
-        if not np.all((out > 0) & (out <= MAX_DENSITY)):
-            raise ModelLoadError(f"density estimator's test densities {out[:, 0]} are not physical")
+    def check_probe(self, outputs: Outputs) -> None:
+        """Refuse misshaped, non-finite or unphysical test densities."""
+        if outputs.shape != (2, 1) or not np.all(np.isfinite(outputs)):
+            raise ModelLoadError(
+                f"density estimator returned {outputs.shape} non-finite or misshaped"
+            )
+        if not np.all((outputs > 0) & (outputs <= MAX_DENSITY)):
+            raise ModelLoadError(
+                f"density estimator's test densities {outputs[:, 0]} are not physical"
+            )
 
     def estimate(self, features: FeatureMatrix) -> npt.NDArray[np.float32]:
         """Estimate the density of each row from its composition.
@@ -88,4 +58,4 @@ class DensityEstimator:
         """
         rows = features.copy()
         rows[:, DENSITY_INDEX] = 0.0  # the slot may hold NaN, the mark of "to be estimated"
-        return np.asarray(self._model_fn(rows), np.float32)[:, 0]
+        return np.asarray(self.run(rows), np.float32)[:, 0]

@@ -17,19 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.errors import ModelLoadError
-from app.core.features import (
-    DENSITY_INDEX,
-    N_FEATURES,
-    FeatureMatrix,
-    ParsedCompound,
-    element_symbols,
-)
+from app.core.features import FeatureMatrix, ParsedCompound, element_symbols
+from app.core.heads import Outputs, ServedHead, probe_rows
 from app.core.model_card import (
     EXPERIMENT_OUTPUT_COLUMNS,
     ExperimentalOrdering,
     ExperimentMetadata,
 )
-from app.core.model_checks import load_head
+from app.core.model_checks import read_head_card
 from app.core.model_runtime import ModelFn, ModelRuntime
 
 _P_FM, _LOW, _MEDIAN, _HIGH = range(len(EXPERIMENT_OUTPUT_COLUMNS))
@@ -106,75 +101,45 @@ class ExperimentPrediction:
     warnings: tuple[str, ...]
 
 
-class ExperimentHead:
+class ExperimentHead(ServedHead[ExperimentMetadata]):
     """A loaded experiment head with its card; thread-safe for concurrent predictions.
 
-    Args:
-        model_fn: Maps ``(n, N_FEATURES)`` features to the ``(n, 4)`` output of
-            `EXPERIMENT_OUTPUT_COLUMNS`.
-        metadata: Its card.
-        runtime: The runtime ``model_fn`` runs on.
+    Its model maps ``(n, N_FEATURES)`` features to the ``(n, 4)`` output of
+    `EXPERIMENT_OUTPUT_COLUMNS`.
     """
+
+    what = "experiment head"
 
     def __init__(
         self, *, model_fn: ModelFn, metadata: ExperimentMetadata, runtime: ModelRuntime
     ) -> None:
-        self._model_fn = model_fn
-        self._metadata = metadata
-        self._runtime = runtime
+        super().__init__(model_fn=model_fn, metadata=metadata, runtime=runtime)
         self._elements_seen = frozenset(metadata.elements_seen)
 
     @classmethod
-    def load(cls, head_dir: Path, runtime: ModelRuntime = ModelRuntime.AUTO) -> ExperimentHead:
-        """Load and check an exported experiment head.
+    def read_card(cls, directory: Path) -> ExperimentMetadata:
+        """Read the head's card, which must name the outputs this code reads."""
+        return read_head_card(directory, ExperimentMetadata, EXPERIMENT_OUTPUT_COLUMNS)
 
-        Args:
-            head_dir: The head's directory (``metadata.json`` and ``saved_model/``).
-            runtime: How to execute it (see `app.core.model_runtime`).
+    def probe(self) -> FeatureMatrix:
+        """Fe and FeO at 5 g/cm³."""
+        return probe_rows("Fe", "O", density=5.0)
 
-        Returns:
-            A head that has answered one test call.
-
-        Raises:
-            ModelLoadError: The head is missing, corrupt, edited, or not what this code reads.
-        """
-        metadata, signature = load_head(
-            head_dir, ExperimentMetadata, EXPERIMENT_OUTPUT_COLUMNS, runtime
-        )
-        head = cls(model_fn=signature.model_fn, metadata=metadata, runtime=signature.runtime)
-        head._check_outputs()
-        return head
-
-    @property
-    def metadata(self) -> ExperimentMetadata:
-        """The head's card."""
-        return self._metadata
-
-    @property
-    def runtime(self) -> ModelRuntime:
-        """The runtime executing the head."""
-        return self._runtime
-
-    def _check_outputs(self) -> None:
-        probe = np.zeros((2, N_FEATURES), dtype=np.float32)
-        probe[:, 25] = 1.0  # Fe
-        probe[1, 7] = 1.0  # O
-        probe[:, DENSITY_INDEX] = 5.0
-        try:
-            out = self.outputs(probe)
-        except Exception as exc:
-            raise ModelLoadError(f"experiment head failed its test call: {exc}") from exc
-        if out.shape != (2, len(EXPERIMENT_OUTPUT_COLUMNS)) or not np.all(np.isfinite(out)):
-            raise ModelLoadError(f"experiment head returned {out.shape} non-finite or misshaped")
-        p_fm, low, median, high = out[:, _P_FM], out[:, _LOW], out[:, _MEDIAN], out[:, _HIGH]
+    def check_probe(self, outputs: Outputs) -> None:
+        """Refuse outputs that are not a probability and ordered temperature quantiles."""
+        if outputs.shape != (2, len(EXPERIMENT_OUTPUT_COLUMNS)) or not np.all(np.isfinite(outputs)):
+            raise ModelLoadError(
+                f"experiment head returned {outputs.shape} non-finite or misshaped"
+            )
+        p_fm, low = outputs[:, _P_FM], outputs[:, _LOW]
+        median, high = outputs[:, _MEDIAN], outputs[:, _HIGH]
         if not (np.all((p_fm >= 0) & (p_fm <= 1)) and np.all((low > 0) & (low <= median))):
             raise ModelLoadError("experiment head outputs are not a probability and quantiles")
         if not np.all(median <= high):
             raise ModelLoadError("experiment head's temperature quantiles are not ordered")
 
-    def outputs(self, features: FeatureMatrix) -> npt.NDArray[np.float32]:
-        """Run the head: ``(n, 4)`` columns of `EXPERIMENT_OUTPUT_COLUMNS`."""
-        return self._model_fn(features)
+    # The name model_training's evaluation and the tests read the raw outputs by.
+    outputs = ServedHead.run
 
     def predict(
         self,
@@ -194,7 +159,7 @@ class ExperimentHead:
             `FROZEN_4F_ELEMENTS`, see `experimental_p_nm`), P(FM) = (1 - P(NM)) ·
             P(FM | magnetic), P(AFM) = (1 - P(NM)) · (1 - P(FM | magnetic)).
         """
-        out = self.outputs(features).astype(np.float64)
+        out = self.run(features).astype(np.float64)
         quantiles = self._metadata.temperature_quantiles
         nm_used = experimental_p_nm(p_nm, features)
         predictions = []

@@ -175,6 +175,11 @@ class _HeadMetadata(BaseModel):
     tensorflow_version: str
     saved_model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
+    @property
+    def n_outputs(self) -> int:
+        """Columns of the SavedModel's output: one per output column."""
+        return len(self.output_columns)
+
 
 class ExperimentMetadata(_HeadMetadata):
     """The card of an experiment head (``experiment/metadata.json``), checked when it is loaded.

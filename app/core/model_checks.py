@@ -8,15 +8,8 @@ from pydantic import ValidationError
 
 from app.core.errors import ModelLoadError
 from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES
-from app.core.model_card import (
-    METADATA_FILENAME,
-    SAVED_MODEL_DIRNAME,
-    Card,
-    HeadCard,
-    read_metadata,
-)
-from app.core.model_manifest import digest_of, verify_manifest
-from app.core.model_runtime import LoadedSignature, ModelRuntime, load_signature
+from app.core.model_card import METADATA_FILENAME, Card, HeadCard, read_metadata
+from app.core.model_manifest import digest_of
 
 
 def check_feature_layout(layout_version: str, n_features: int, *, what: str = "model") -> None:
@@ -107,33 +100,27 @@ def verify_checksum(saved_model_dir: Path, expected: str | None, digests: dict[s
         )
 
 
-def load_head(
-    head_dir: Path,
-    schema: type[HeadCard],
-    output_columns: tuple[str, ...],
-    runtime: ModelRuntime,
-) -> tuple[HeadCard, LoadedSignature]:
-    """Load a head beside the Materials Project head (experiment, density) with its checks.
+def read_head_card(
+    head_dir: Path, schema: type[HeadCard], output_columns: tuple[str, ...]
+) -> HeadCard:
+    """Read the card of a head beside the Materials Project head (experiment, density).
 
     Args:
-        head_dir: The head's directory (``metadata.json``, ``saved_model/``, its manifest).
+        head_dir: The head's directory.
         schema: Its card's schema.
         output_columns: The output columns this service reads, which its card must name.
-        runtime: How to execute it (see `app.core.model_runtime`).
 
     Returns:
-        Its card and its callable signature.
+        Its card.
 
     Raises:
-        ModelLoadError: The head is missing, corrupt, edited, or not what this code reads.
+        ModelLoadError: The card is missing or invalid, for another feature layout, or names
+            other outputs.
     """
-    digests = verify_manifest(head_dir)
     metadata = read_checked_card(head_dir, schema)
     if metadata.output_columns != output_columns:
         raise ModelLoadError(
             f"head outputs {list(metadata.output_columns)}, this service reads "
             f"{list(output_columns)}"
         )
-    saved_model_dir = head_dir / SAVED_MODEL_DIRNAME
-    verify_checksum(saved_model_dir, metadata.saved_model_sha256, digests)
-    return metadata, load_signature(saved_model_dir, len(output_columns), runtime)
+    return metadata

@@ -1,4 +1,4 @@
-"""Loading an exported model and turning compounds into predictions."""
+"""The predictor: a model's heads, loaded together, composed into one prediction per compound."""
 
 from __future__ import annotations
 
@@ -6,37 +6,30 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import numpy as np
+from typing import TypeVar
 
 from app.core.density import DensityEstimator
 from app.core.errors import DensityRequiredError, ModelLoadError
 from app.core.experiment import ExperimentHead, ExperimentPrediction
 from app.core.features import (
-    N_FEATURES,
     DensitySource,
     FeatureMatrix,
     ParsedCompound,
     case_warnings,
     vectorize,
 )
+from app.core.materials_project import MaterialsProjectHead
 from app.core.model_card import (
     DENSITY_DIRNAME,
     EXPERIMENT_DIRNAME,
-    HEAD_DIRNAMES,
-    SAVED_MODEL_DIRNAME,
     ExperimentMetadata,
     MagneticOrdering,
     ModelMetadata,
 )
-from app.core.model_checks import read_checked_card, verify_checksum
-from app.core.model_manifest import verify_manifest
-from app.core.model_runtime import ModelFn, ModelRuntime, ProbabilityMatrix, load_signature
+from app.core.model_runtime import ModelRuntime, ProbabilityMatrix
 from app.core.timing import StageTimer
 
 logger = logging.getLogger(__name__)
-
-_PROBABILITY_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,54 +60,50 @@ class Prediction:
         return 1.0 - self.probabilities[MagneticOrdering.NM]
 
 
-def _read_checked_metadata(model_dir: Path) -> ModelMetadata:
-    metadata = read_checked_card(model_dir, ModelMetadata)
-    # The order too: the training code always exports the columns in this order, so another
-    # order can only be an edit (resealed on purpose or by mistake) that would relabel every
-    # answer (NaCl called FM).
-    if tuple(metadata.classes) != tuple(MagneticOrdering):
-        raise ModelLoadError(
-            f"model classes {[str(c) for c in metadata.classes]} are not exactly "
-            f"{[str(c) for c in MagneticOrdering]}, in that order (the order the training "
-            "code exports the model's columns in)"
-        )
-    return metadata
-
-
 def _share(value: float | None) -> str:
     return "an unknown share" if value is None else f"{value:.0%}"
 
 
+_Head = TypeVar("_Head", ExperimentHead, DensityEstimator)
+
+
+def _load_beside(head: type[_Head], head_dir: Path, runtime: ModelRuntime) -> _Head | None:
+    """A head beside the Materials Project head, or None when the model has none.
+
+    Raises:
+        ModelLoadError: The head is there but fails its checks; the message names it.
+    """
+    if not head_dir.exists():
+        return None
+    try:
+        return head.load(head_dir, runtime)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{head.what} {head_dir}: {exc}") from exc
+
+
 class Predictor:
-    """A loaded model with its model card; thread-safe for concurrent predictions.
+    """A loaded model: its heads composed into predictions; thread-safe for concurrent calls.
 
     Args:
-        model_fn: Maps a ``(n, N_FEATURES)`` float32 matrix to ``(n, metadata.n_outputs)``:
-            probabilities, columns in ``metadata.classes`` order, then the members' spread
-            when the card has a confidence rule.
-        metadata: The model card of the model behind ``model_fn``.
-        runtime: The runtime ``model_fn`` runs on.
+        head: The Materials Project head.
         experiment: The experiment head, when the model has one.
         density: The density estimator, when the model has one.
     """
 
     def __init__(
         self,
+        head: MaterialsProjectHead,
         *,
-        model_fn: ModelFn,
-        metadata: ModelMetadata,
-        runtime: ModelRuntime,
         experiment: ExperimentHead | None = None,
         density: DensityEstimator | None = None,
     ) -> None:
-        self._model_fn = model_fn
-        self._metadata = metadata
-        self._runtime = runtime
+        self._head = head
+        self._metadata = head.metadata
         self._experiment = experiment
         self._density = density
-        self._elements_seen = frozenset(metadata.elements_seen)
-        self._nm_column = metadata.classes.index(MagneticOrdering.NM)
-        self._n_classes = len(metadata.classes)
+        self._elements_seen = frozenset(self._metadata.elements_seen)
+        self._nm_column = self._metadata.classes.index(MagneticOrdering.NM)
+        self._n_classes = len(self._metadata.classes)
 
     @classmethod
     def load(cls, model_dir: Path, runtime: ModelRuntime = ModelRuntime.AUTO) -> Predictor:
@@ -129,7 +118,7 @@ class Predictor:
             runtime: How to execute the SavedModels (see `app.core.model_runtime`).
 
         Returns:
-            A predictor that has answered one test call.
+            A predictor whose heads have each answered one test call.
 
         Raises:
             ModelLoadError: The directory is missing, corrupt, edited since its export (a
@@ -137,43 +126,21 @@ class Predictor:
                 feature layout or classes; or the runtime asked for cannot run it; or it has
                 a head (experiment, density) that fails the same checks.
         """
-        digests = verify_manifest(model_dir, HEAD_DIRNAMES)
-        metadata = _read_checked_metadata(model_dir)
-        saved_model_dir = model_dir / SAVED_MODEL_DIRNAME
-        verify_checksum(saved_model_dir, metadata.saved_model_sha256, digests)
-        signature = load_signature(saved_model_dir, metadata.n_outputs, runtime)
-        experiment = density = None
-        head_dir = model_dir / EXPERIMENT_DIRNAME
-        if head_dir.exists():
-            try:
-                experiment = ExperimentHead.load(head_dir, runtime)
-            except ModelLoadError as exc:
-                raise ModelLoadError(f"experiment head {head_dir}: {exc}") from exc
-        density_dir = model_dir / DENSITY_DIRNAME
-        if density_dir.exists():
-            try:
-                density = DensityEstimator.load(density_dir, runtime)
-            except ModelLoadError as exc:
-                raise ModelLoadError(f"density estimator {density_dir}: {exc}") from exc
-        predictor = cls(
-            model_fn=signature.model_fn,
-            metadata=metadata,
-            runtime=signature.runtime,
-            experiment=experiment,
-            density=density,
+        return cls(
+            MaterialsProjectHead.load(model_dir, runtime),
+            experiment=_load_beside(ExperimentHead, model_dir / EXPERIMENT_DIRNAME, runtime),
+            density=_load_beside(DensityEstimator, model_dir / DENSITY_DIRNAME, runtime),
         )
-        predictor._check_outputs()
-        return predictor
 
     @property
     def metadata(self) -> ModelMetadata:
-        """The model card of the loaded model."""
+        """The model card of the loaded model (its Materials Project head's)."""
         return self._metadata
 
     @property
     def runtime(self) -> ModelRuntime:
         """The runtime executing the model."""
-        return self._runtime
+        return self._head.runtime
 
     @property
     def experiment(self) -> ExperimentHead | None:
@@ -195,23 +162,6 @@ class Predictor:
         """The density estimator, or None when the model cannot estimate densities."""
         return self._density
 
-    def _check_outputs(self) -> None:
-        probe = np.zeros((2, N_FEATURES), dtype=np.float32)
-        probe[:, 7] = 1.0  # one oxygen atom
-        probe[:, -1] = 1.0
-        try:
-            outputs = self._model_fn(probe)
-        except Exception as exc:
-            raise ModelLoadError(f"model failed its test call: {exc}") from exc
-        if outputs.shape != (2, self._metadata.n_outputs):
-            raise ModelLoadError(f"model returned shape {outputs.shape} for 2 rows")
-        probabilities = outputs[:, : self._n_classes]
-        sums = probabilities.sum(axis=1)
-        if not np.all(np.isfinite(probabilities)) or not np.allclose(
-            sums, 1.0, atol=_PROBABILITY_TOLERANCE
-        ):
-            raise ModelLoadError(f"model outputs are not probabilities (row sums {sums})")
-
     def predict_proba(self, features: FeatureMatrix) -> ProbabilityMatrix:
         """Run the model on a feature matrix.
 
@@ -221,7 +171,7 @@ class Predictor:
         Returns:
             A float32 array of shape ``(n, len(classes))``; columns follow ``metadata.classes``.
         """
-        return self._model_fn(features)[:, : self._n_classes]
+        return self._head.run(features)[:, : self._n_classes]
 
     def predict(
         self, compounds: Sequence[ParsedCompound], timer: StageTimer | None = None
@@ -247,7 +197,7 @@ class Predictor:
             features = vectorize(compounds)
         with timer.stage("model"):
             compounds = self._with_estimated_densities(compounds, features)
-            outputs = self._model_fn(features)
+            outputs = self._head.run(features)
             probabilities = outputs[:, : self._n_classes]
             spreads: list[float | None] = (
                 outputs[:, self._n_classes].tolist()

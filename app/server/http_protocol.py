@@ -47,8 +47,8 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from app.api.schemas import ErrorDetail, ErrorResponse
 from app.config import get_settings
+from app.core.results import ErrorDetail, ErrorResponse
 
 _REASONS = {
     400: b"Bad Request",
@@ -66,6 +66,9 @@ OVER_CAP_HEADER_TIMEOUT_S = 2.0
 # Connections past this many times `max_connections` are refused at once: the last bound on
 # what a flood of sockets costs, above the band in which over-cap connections may ask /health.
 HARD_CONNECTION_FACTOR = 2
+# How long a refused client still sending its body may go on before its connection is
+# closed, so that it reads the refusal rather than a reset (nginx's `lingering_time`).
+LINGER_S = 2.0
 # Retry-After of the 503 a body still arriving at shutdown gets: a restart takes seconds.
 SHUTDOWN_RETRY_AFTER_S = 5
 _HEALTH_METHODS = frozenset({"GET", "HEAD"})
@@ -450,6 +453,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(
                 _error_bytes(status_code, error_type, message, retry_after_s=retry_after_s)
             )
+        still_sending = self.cycle is not None and self.cycle.more_body
+        if of_current_request and still_sending and self.transport.can_write_eof():
+            # Closed now, the socket would answer the body's next bytes with a reset, which
+            # can destroy the refusal before the client reads it. As nginx's lingering close:
+            # the refusal and a FIN now, what still arrives dropped, the close a moment later.
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+            return
         self.transport.close()
 
     def _cancel_timers(self, *, keep_write_timer: bool = False) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.dependencies import ServiceDep
-from app.api.schemas import ErrorResponse, HealthOut
+from app.api.dependencies import NOT_LOADED_YET, ServiceDep
+from app.core.results import HealthOut
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get(
     "/health",
-    responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
+    responses=NOT_LOADED_YET,
 )
 async def health(service: ServiceDep) -> HealthOut:
     """Answer 200 with the model version once a model is loaded, 503 before."""

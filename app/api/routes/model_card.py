@@ -12,22 +12,23 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse, HTMLResponse
 from markdown_it import MarkdownIt
 
-from app.api.dependencies import Service, ServiceDep
+from app.api.dependencies import NOT_LOADED_YET, Service, ServiceDep
 from app.api.errors import error_response
-from app.api.schemas import ErrorDetail, ErrorResponse, ModelOut
+from app.api.schemas import ModelOut
 from app.core.model_card import (
     DENSITY_DIRNAME,
     EXPERIMENT_DIRNAME,
     HEAD_DIRNAMES,
     MODEL_CARD_FILENAME,
 )
+from app.core.results import ErrorDetail, ErrorResponse
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get(
     "/model",
-    responses={503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
+    responses=NOT_LOADED_YET,
 )
 async def model_card(service: ServiceDep) -> ModelOut:
     """Return the metadata and evaluation metrics of the loaded model and of its heads."""
@@ -51,7 +52,7 @@ async def model_card(service: ServiceDep) -> ModelOut:
             "has them.",
         },
         404: {"model": ErrorResponse, "description": "The loaded model has no MODEL_CARD.md."},
-        503: {"model": ErrorResponse, "description": "No model is loaded yet."},
+        **NOT_LOADED_YET,
     },
 )
 def model_card_markdown(service: ServiceDep) -> Response:

@@ -10,15 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from app.api.batch import predict_items
 from app.api.dependencies import ServiceDep
 from app.api.json_body import JSONBodyRoute
-from app.api.schemas import (
-    BatchIn,
-    BatchOut,
-    CompoundIn,
-    ErrorResponse,
-    PredictionOut,
-)
+from app.api.schemas import BatchIn, CompoundIn
 from app.core.errors import BatchTooLargeError
 from app.core.features import parse_compound
+from app.core.results import BatchOut, ErrorResponse, PredictionOut
 from app.core.timing import StageTimer
 
 router = APIRouter(tags=["prediction"], route_class=JSONBodyRoute)

@@ -22,16 +22,10 @@ from app.api.batch import predict_items
 from app.api.dependencies import ServiceDep
 from app.api.json_body import RequestBodyError, check_content_type, parse_json_body
 from app.api.routes.predict import ERROR_RESPONSES, SERVER_TIMING, server_timing
-from app.api.schemas import (
-    BatchOut,
-    StructureBatchIn,
-    StructureBatchItemIn,
-    StructureIn,
-    StructureOut,
-    StructurePredictionOut,
-)
+from app.api.schemas import StructureBatchIn, StructureBatchItemIn, StructureIn
 from app.core.batch import MAX_ID_LENGTH, CompoundQuery, QueryFailure, predict_queries
 from app.core.errors import BatchTooLargeError
+from app.core.results import BatchOut, StructureOut, StructurePredictionOut
 from app.core.structures import StructureFormat, format_of_filename
 from app.core.timing import StageTimer
 

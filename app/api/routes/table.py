@@ -1,8 +1,9 @@
 """``POST /predict/table``: a CSV (or structure files) in, the CSV ``magorder predict`` writes out.
 
-The rows go through the command line's own screening code with the loaded model, so the
-answer is byte for byte what ``magorder predict`` writes; it is streamed chunk by chunk, so a
-client (the web page) sees rows arrive and can show how far a large file has got.
+The rows go through the core's screening (`app.core.screening`, which the command line runs
+too) with the loaded model, so the answer is byte for byte what ``magorder predict`` writes;
+it is streamed chunk by chunk, so a client (the web page) sees rows arrive and can show how
+far a large file has got.
 
 Limits: at most ``max_table_rows`` rows of one CSV (422 beyond, before any is screened), and at
 most ``max_table_streams`` screenings at once, each on a thread of a pool of that size (503
@@ -31,13 +32,13 @@ from starlette.datastructures import UploadFile
 from app.api.dependencies import Service, ServiceDep
 from app.api.json_body import RequestBodyError
 from app.api.routes.predict import ERROR_RESPONSES
-from app.cli.screening import STRUCTURE_COLUMNS, screen, screen_structures
-from app.cli.table import Columns, TableError, plan_columns
-from app.client.backends import BackendError, LocalBackend
-from app.client.columns import ADDED_COLUMNS
+from app.core.backend import BackendError, LocalBackend
 from app.core.batch import CompoundQuery
+from app.core.columns import ADDED_COLUMNS
 from app.core.errors import MagorderError
+from app.core.screening import STRUCTURE_COLUMNS, screen, screen_structures
 from app.core.structures import format_of_filename
+from app.core.table import Columns, TableError, plan_columns
 
 router = APIRouter(tags=["prediction"])
 

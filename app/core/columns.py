@@ -1,4 +1,4 @@
-"""The flat table of results that ``magorder predict`` and the Python API both write.
+"""The columns of a result: what ``magorder predict``, the table route and the Python API add.
 
 One row per compound: the prediction, the four probabilities, the magnetic probability and
 the members' spread, the reduced formula, the density used and where it came from, the
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from app.api.schemas import BatchItemError, BatchItemOk
 from app.core.model_card import ExperimentalOrdering, MagneticOrdering
+from app.core.results import BatchItemError, BatchItemOk
 
 PROBABILITY_PREFIX = "p_"
 CLASSES = tuple(MagneticOrdering)

@@ -1,4 +1,4 @@
-"""CSV in and out for the command line: finding the columns, streaming rows in chunks."""
+"""CSV in and out of a screening: finding the columns, streaming rows, writing cells safely."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from app.api.schemas import BatchItemError, BatchItemOk
-from app.client.columns import (
+from app.core.columns import (
     ADDED_COLUMNS,
     FORMULA_TRIGGERS,
     NUMERIC_COLUMNS,
@@ -17,6 +16,7 @@ from app.client.columns import (
 )
 from app.core.errors import InvalidDensityError
 from app.core.features import validate_density
+from app.core.results import BatchItemError, BatchItemOk
 
 FORMULA_COLUMNS = ("formula", "formula_pretty", "composition")
 DENSITY_COLUMNS = ("density",)

@@ -1,28 +1,32 @@
-"""``magorder predict``: a CSV of compounds (or structure files) in, rows with predictions out."""
+"""Screening a table: a CSV of compounds (or structure files) in, rows with predictions out.
+
+``magorder predict`` and ``POST /predict/table`` both run it, so they write the same bytes.
+"""
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Protocol
 
-from tqdm import tqdm
-
-from app.api.schemas import BatchItemError
-from app.cli.table import (
-    Columns,
-    density_of,
-    open_writer,
-    read_chunks,
-    write_rows,
-)
-from app.client.backends import Backend, BatchResults
-from app.client.columns import ADDED_COLUMNS
+from app.core.backend import Backend, BatchResults
 from app.core.batch import CompoundQuery
+from app.core.columns import ADDED_COLUMNS
 from app.core.errors import InvalidDensityError
+from app.core.results import BatchItemError
 from app.core.structures import format_of_filename
+from app.core.table import Columns, density_of, open_writer, read_chunks, write_rows
+
+
+class Progress(Protocol):
+    """Told how many rows were written (a ``tqdm`` bar, for the command line)."""
+
+    def update(self, n: float | None = 1) -> bool | None:
+        """Advance by ``n`` rows."""
+        ...
 
 
 @dataclass(slots=True)
@@ -58,12 +62,51 @@ class Summary:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """Where a screening's chunks go: each predicted, written, flushed and counted in turn."""
+
+    writer: csv.DictWriter[str]
+    sink: IO[str]
+    backend: Backend
+    summary: Summary
+    progress: Progress | None
+
+    @classmethod
+    def open(
+        cls,
+        sink: IO[str],
+        columns: Sequence[str],
+        backend: Backend,
+        summary: Summary | None,
+        progress: Progress | None,
+        escape_formulas: bool,
+    ) -> _Output:
+        """Write the header of ``columns`` to ``sink``; a new summary when none is given."""
+        writer = open_writer(sink, columns, escape_formulas=escape_formulas)
+        return cls(writer, sink, backend, Summary() if summary is None else summary, progress)
+
+    def predict(self, queries: list[CompoundQuery]) -> BatchResults:
+        """The results of a chunk's queries (none asked of the backend for an empty chunk)."""
+        return self.backend.predict(queries) if queries else []
+
+    def write(
+        self, rows: Sequence[dict[str, str]], refused: dict[int, str], results: BatchResults
+    ) -> None:
+        """Write a chunk's rows with their results or errors, and count them."""
+        write_rows(self.writer, rows, refused, results)
+        self.sink.flush()  # each chunk reaches the file or pipe as it is done, not at the end
+        self.summary.count(len(rows), len(refused), results)
+        if self.progress is not None:
+            self.progress.update(len(rows))
+
+
 def screen(
     reader: Iterable[dict[str, str]],
     columns: Columns,
     sink: IO[str],
     backend: Backend,
-    progress: tqdm[Any] | None = None,
+    progress: Progress | None = None,
     summary: Summary | None = None,
     *,
     escape_formulas: bool = True,
@@ -89,8 +132,7 @@ def screen(
     Raises:
         BackendError: The predictions cannot be had.
     """
-    writer = open_writer(sink, columns.output, escape_formulas=escape_formulas)
-    summary = Summary() if summary is None else summary
+    out = _Output.open(sink, columns.output, backend, summary, progress, escape_formulas)
     for chunk in read_chunks(reader, backend.max_batch_size):
         refused: dict[int, str] = {}
         queries: list[CompoundQuery] = []
@@ -109,13 +151,8 @@ def screen(
                 refused[position] = str(exc)
                 continue
             queries.append(CompoundQuery(formula=row.get(columns.formula) or "", density=density))
-        results = backend.predict(queries) if queries else []
-        write_rows(writer, chunk, refused, results)
-        sink.flush()  # each chunk reaches the file or pipe as it is done, not at the end
-        summary.count(len(chunk), len(refused), results)
-        if progress is not None:
-            progress.update(len(chunk))
-    return summary
+        out.write(chunk, refused, out.predict(queries))
+    return out.summary
 
 
 STRUCTURE_COLUMNS = ("file", "formula")
@@ -143,7 +180,7 @@ def screen_structures(
     files: Sequence[Path | str],
     sink: IO[str],
     backend: Backend,
-    progress: tqdm[Any] | None = None,
+    progress: Progress | None = None,
     summary: Summary | None = None,
     read: Callable[[int], CompoundQuery | str] | None = None,
     *,
@@ -160,21 +197,18 @@ def screen_structures(
         read: Gives the query of ``files[i]`` from ``i``, or why it cannot be read (by
             position, not name: two uploads may share a name); files are read a chunk at a
             time, so memory holds one chunk of them. By default the file is read from disk.
-        escape_formulas: Neutralise text cells a spreadsheet would run as formulas; False
-            writes every cell as it is (see `open_writer`).
+        escape_formulas: As for `screen`.
 
     Returns:
-        The counts of the run.
+        The counts of the run, one row per file.
 
     Raises:
         BackendError: The predictions cannot be had.
     """
     if read is None:
         read = _from_disk(files)
-    writer = open_writer(
-        sink, [*STRUCTURE_COLUMNS, *ADDED_COLUMNS], escape_formulas=escape_formulas
-    )
-    summary = Summary() if summary is None else summary
+    output = [*STRUCTURE_COLUMNS, *ADDED_COLUMNS]
+    out = _Output.open(sink, output, backend, summary, progress, escape_formulas)
     for start in range(0, len(files), backend.max_batch_size):
         chunk = files[start : start + backend.max_batch_size]
         refused: dict[int, str] = {}
@@ -185,7 +219,7 @@ def screen_structures(
                 refused[position] = query
             else:
                 queries.append(query)
-        results = backend.predict(queries) if queries else []
+        results = out.predict(queries)
         formulas = iter(
             "" if isinstance(result, BatchItemError) else result.formula for result in results
         )
@@ -193,9 +227,5 @@ def screen_structures(
             {"file": str(path), "formula": "" if i in refused else next(formulas)}
             for i, path in enumerate(chunk)
         ]
-        write_rows(writer, rows, refused, results)
-        sink.flush()
-        summary.count(len(chunk), len(refused), results)
-        if progress is not None:
-            progress.update(len(chunk))
-    return summary
+        out.write(rows, refused, results)
+    return out.summary

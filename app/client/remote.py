@@ -1,8 +1,7 @@
-"""Where predictions come from: the model in this process, or a magorder service over HTTP.
+"""A magorder service over HTTP as a `Backend`: its batch routes, retried and chunked.
 
-Both answer a list of `CompoundQuery` with one result per query, exactly as
-``POST /predict/batch`` (formulas) and ``POST /predict/structure/batch`` (structures) do, so
-the command line and the Python API give the same answers either way.
+It answers as `app.core.backend.LocalBackend` does, so the command line and the Python API
+give the same answers whether the model runs here or on a server.
 """
 
 from __future__ import annotations
@@ -10,89 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
-from app.api.schemas import BatchOut, BatchResult, ErrorResponse, HealthOut, batch_result
-from app.core.batch import DEFAULT_BATCH_LIMITS, BatchLimits, CompoundQuery, predict_queries
-from app.core.predictor import Predictor
-from app.core.structure_workers import StructureWorkers
+from app.core.backend import BackendError, BatchResults
+from app.core.batch import CompoundQuery
+from app.core.results import BatchOut, BatchResult, ErrorResponse, HealthOut
 
-BatchResults = list[BatchResult]
 _Body = TypeVar("_Body", bound=BaseModel)
 
 logger = logging.getLogger(__name__)
-
-
-class BackendError(RuntimeError):
-    """The predictions cannot be had (server unreachable, refusing, or answering nonsense)."""
-
-
-class Backend(Protocol):
-    """Predicts batches of queries, each failing alone."""
-
-    @property
-    def max_batch_size(self) -> int:
-        """Most queries one call may take."""
-        ...
-
-    def predict(self, queries: Sequence[CompoundQuery]) -> BatchResults:
-        """Predict the queries; one result per query, in order, ``index`` its position."""
-        ...
-
-
-class LocalBackend:
-    """The model loaded in this process, run by the core code that serves the batch routes.
-
-    Args:
-        predictor: The loaded model.
-        limits: Bounds on formulas and structures, as the service's settings give them.
-        max_batch_size: Queries per model call.
-        structures: The worker processes that read structure files; by default ones of its
-            own, bounded by ``limits``, started at the first structure.
-    """
-
-    def __init__(
-        self,
-        predictor: Predictor,
-        limits: BatchLimits = DEFAULT_BATCH_LIMITS,
-        max_batch_size: int = 1000,
-        structures: StructureWorkers | None = None,
-    ) -> None:
-        self._predictor = predictor
-        self._limits = limits
-        self._max_batch_size = max_batch_size
-        self._structures = structures or StructureWorkers(
-            limits=limits.structure, formula_limits=limits.formula
-        )
-
-    @property
-    def predictor(self) -> Predictor:
-        """The loaded model."""
-        return self._predictor
-
-    @property
-    def max_batch_size(self) -> int:
-        """Queries per model call."""
-        return self._max_batch_size
-
-    def predict(self, queries: Sequence[CompoundQuery]) -> BatchResults:
-        """Predict the queries in one model call."""
-        predictor = self._predictor
-        return [
-            batch_result(
-                result,
-                index=index,
-                model_version=predictor.metadata.model_version,
-                experiment_version=predictor.experiment_version,
-                max_formula_length=self._limits.formula.max_length,
-            )
-            for index, result in enumerate(
-                predict_queries(queries, predictor, self._limits, structures=self._structures)
-            )
-        ]
 
 
 def _server_message(response: httpx.Response) -> str:
