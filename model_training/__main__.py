@@ -23,7 +23,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options every training command takes: data, run directory, split, fitting."""
     parser.add_argument("--data", type=Path, required=True, help="snapshot CSV to train on")
     parser.add_argument(
         "--run-dir",
@@ -79,6 +80,24 @@ def _add_tree_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_head_options(parser: argparse.ArgumentParser, relation: str) -> None:
+    """Add the options of a head trained beside the Materials Project head in its directory.
+
+    Args:
+        parser: The head's command.
+        relation: How the head relates to the MP head, for ``--model-dir``'s help.
+    """
+    add_training_options(parser)
+    parser.set_defaults(run_dir=Path("runs") / parser.prog.split()[-1])
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("runs") / "model",
+        help=f"model directory whose Materials Project head it is {relation} and exported "
+        "beside (default: runs/model; the bundled model is artifacts/model)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model_training",
@@ -96,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="train the head (its networks, and for magorder the trees beside them), "
         "calibrate it and export it (no baselines)",
     )
-    _add_training_options(train)
+    add_training_options(train)
     _add_tree_option(train)
     train.add_argument(
         "--preset", choices=["magorder", "seed"], default="magorder", help="architecture"
@@ -113,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="train the baselines, the seed preset and magorder on one grouped split, score "
         "them all, write the model card and export magorder",
     )
-    _add_training_options(evaluate)
+    add_training_options(evaluate)
     _add_tree_option(evaluate)
     evaluate.add_argument(
         "--model-dir",
@@ -135,29 +154,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-random-split", action="store_true", help="skip the random-row leakage check"
     )
 
-    ablate = commands.add_parser(
-        "ablate",
-        help="fit the variants of the recipe that were tried (ensemble size, dropout, "
-        "distillation, an element-set encoder, decision offsets, vector scaling) on one grouped "
-        "split beside LightGBM and print their scores; exports nothing",
-    )
-    _add_training_options(ablate)
-
     experiment = commands.add_parser(
         "experiment",
         help="train and score the experiment head (FM/AFM and ordering temperature, from "
         "reported Curie and Néel temperatures) beside its baselines, write its card and "
         "export it into <model-dir>/experiment",
     )
-    _add_training_options(experiment)
-    experiment.set_defaults(run_dir=Path("runs") / "experiment")
-    experiment.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path("runs") / "model",
-        help="model directory whose Materials Project head it is compared with and exported "
-        "beside (default: runs/model; the bundled model is artifacts/model)",
-    )
+    _add_head_options(experiment, "compared with")
     experiment.add_argument(
         "--mp-data",
         type=Path,
@@ -172,15 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "formulas sent without one) beside its baselines on the Materials Project head's "
         "split, write its card and export it into <model-dir>/density",
     )
-    _add_training_options(density)
-    density.set_defaults(run_dir=Path("runs") / "density")
-    density.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path("runs") / "model",
-        help="model directory whose Materials Project head it is measured with and exported "
-        "beside (default: runs/model; the bundled model is artifacts/model)",
-    )
+    _add_head_options(density, "measured with")
 
     placeholder = commands.add_parser(
         "placeholder",
@@ -196,7 +191,8 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
+    """Log stage lines with their time to standard error."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -216,9 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _setup_logging()
+    setup_logging()
     # The stages import TensorFlow, pandas and scikit-learn: only once a command needs them.
-    from model_training import commands
     from model_training.data import SnapshotError
     from model_training.fetch import FetchError
     from model_training.strategy import StrategyUnavailableError
@@ -228,21 +223,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "fetch":
-            result = commands.fetch(args.output)
+            from model_training.fetch import fetch_snapshot, read_api_key
+
+            result = fetch_snapshot(args.output, api_key=read_api_key())
             print(f"wrote {result.rows} materials to {result.snapshot} (card: {result.data_card})")
         elif args.command == "train":
-            summary = commands.train(args)
-            print(json.dumps(summary, indent=2))
+            from model_training.mp.run import train
+
+            print(json.dumps(train(args), indent=2))
         elif args.command == "evaluate":
-            print(commands.evaluate(args, command_line=command_line))
-        elif args.command == "ablate":
-            print(commands.ablate(args, command_line=command_line))
+            from model_training.mp.run import evaluate
+
+            print(evaluate(args, command_line=command_line))
         elif args.command == "experiment":
-            print(commands.experiment(args, command_line=command_line))
+            from model_training.experiment.run import experiment
+
+            print(experiment(args, command_line=command_line))
         elif args.command == "density":
-            print(commands.density(args, command_line=command_line))
+            from model_training.density.run import density
+
+            print(density(args, command_line=command_line))
         else:
-            from model_training.placeholder import export_placeholder
+            from model_training.mp.placeholder import export_placeholder
 
             model_dir = export_placeholder(args.output, seed=args.seed)
             print(f"exported untrained placeholder model to {model_dir}")

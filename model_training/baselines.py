@@ -11,9 +11,9 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.model_selection import GroupKFold
 
-from model_training.architecture import derived_features
 from model_training.data import CLASSES, LabelledData
 from model_training.metrics import Probabilities
+from model_training.network import derived_features
 
 logger = logging.getLogger(__name__)
 

@@ -1,16 +1,15 @@
-"""Snapshots of Materials Project labels: their schema, loading, cleaning and features.
+"""What every head's data is: labelled rows with features, their cleaning report, their files.
 
-A snapshot is a CSV with one row per material, in the schema of the shared snapshot and of
-what ``python -m model_training fetch`` writes. Loading validates the schema; cleaning drops
-what a materials scientist would not train on and counts every dropped row by its reason;
-features come from `app.core.features`, the exact code the service runs.
+Each head reads its own snapshot (``model_training.<head>.data``); all of them check the file
+the same way (`read_checked_csv`), drop unfit rows counting each by its reason (`RowFilter`),
+and hand on `LabelledData`: rows, the 119-vectors of `app.core.features` and labels.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,30 +18,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from app.core.errors import InvalidDensityError, InvalidFormulaError
-from app.core.features import FeatureMatrix, ParsedCompound, parse_compound, vectorize
+from app.core.features import FeatureMatrix
 from app.core.model_card import MagneticOrdering
-from model_training.rule_labels import contradicted_elements, contradicted_rule_labels
-
-logger = logging.getLogger(__name__)
-
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "record_id",
-    "material_id",
-    "formula_pretty",
-    "density",
-    "ordering",
-    "label_source",
-    "source",
-)
-"""Columns every snapshot has, in this order; a fetched snapshot may add more after them."""
 
 CLASSES: tuple[MagneticOrdering, ...] = tuple(MagneticOrdering)
-RULE_LABEL_PREFIX = "rule_"
-"""``label_source`` values starting with this are labels assigned by a rule, not by MP."""
-
-# When one material appears twice, keep the row whose label is MP's own stored label.
-_EXACT_LABEL_PREFIX = "mp_label_"
+"""The Materials Project head's classes: the default of the scores and of the baselines."""
 
 
 class SnapshotError(ValueError):
@@ -162,139 +142,51 @@ def read_checked_csv(path: Path, required: tuple[str, ...], *, what: str) -> pd.
     return frame
 
 
-def read_snapshot(path: Path) -> pd.DataFrame:
-    """Read a snapshot CSV and check its schema.
+class RowFilter:
+    """Rows being cleaned, and how many were dropped for each reason.
+
+    Attributes:
+        rows: The rows still kept.
+        dropped: Rows dropped so far, by reason.
+    """
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self.rows = rows
+        self.dropped: Counter[str] = Counter()
+
+    def drop(self, mask: pd.Series, reason: str) -> None:
+        """Drop the kept rows where ``mask`` holds, counting them under ``reason``."""
+        count = int(mask.sum())
+        if count:
+            self.dropped[reason] += count
+            self.rows = self.rows[~mask]
+
+
+def load_clean(
+    path: Path,
+    *,
+    read: Callable[[Path], pd.DataFrame],
+    clean: Callable[..., LabelledData],
+    what: str,
+    unit: str,
+) -> LabelledData:
+    """Read, validate and clean a snapshot with a head's own reader and cleaner.
 
     Args:
         path: The CSV file.
+        read: Reads and checks it (`read_checked_csv` with the head's columns).
+        clean: Cleans the rows read: ``clean(frame, path=..., sha256=...)``.
+        what: What the file is, for messages (``snapshot``, ``experimental snapshot``).
+        unit: What one kept row is, for messages (``row``, ``record``).
 
     Returns:
-        The rows as read, every column as text except ``density`` (float, NaN when missing).
+        The clean rows, features and labels, with the cleaning report.
 
     Raises:
-        SnapshotError: The file is missing or unreadable, a required column is missing, or
-            ``record_id`` is not a unique key.
+        SnapshotError: The file is missing, unreadable or not in the schema, or nothing
+            survives cleaning.
     """
-    frame = read_checked_csv(path, REQUIRED_COLUMNS, what="snapshot")
-    frame["density"] = pd.to_numeric(frame["density"], errors="coerce")
-    return frame
-
-
-def _is_true(values: pd.Series) -> pd.Series:
-    return values.fillna("").astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
-
-
-def _parse_rows(frame: pd.DataFrame) -> tuple[list[ParsedCompound | None], list[str | None]]:
-    """Parse every row with the service's own parser; say why each failing row fails."""
-    compounds: list[ParsedCompound | None] = []
-    reasons: list[str | None] = []
-    for formula, density in zip(frame["formula_pretty"], frame["density"], strict=True):
-        try:
-            compounds.append(parse_compound(str(formula), float(density)))
-            reasons.append(None)
-        except InvalidFormulaError:
-            compounds.append(None)
-            reasons.append("unparsable_formula")
-        except InvalidDensityError:
-            compounds.append(None)
-            reasons.append("non_physical_density")
-    return compounds, reasons
-
-
-def clean_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str) -> LabelledData:
-    """Drop rows unfit for training, counting each by reason, and build their features.
-
-    Reasons, checked in this order: ``deprecated`` (MP has retired the material),
-    ``missing_value`` (no formula, density or ordering), ``unknown_ordering`` (not one of the
-    four classes, e.g. MP's ``Unknown``), ``unparsable_formula`` and ``non_physical_density``
-    (refused by the service's own parser: the model is never trained on what it could not
-    serve), ``duplicate_material`` (the same ``material_id`` twice; MP's stored label wins
-    over a derived one), ``rule_label_contradicted`` (an NM label assigned by rule to a
-    compound of an element for which MP's own labels contradict the rule; see
-    `model_training.rule_labels`).
-
-    Args:
-        frame: Rows from `read_snapshot`.
-        path: Where they came from, for the report.
-        sha256: The file's checksum, for the report.
-
-    Returns:
-        The clean rows with their features and labels.
-    """
-    dropped: Counter[str] = Counter()
-    rows = frame.copy()
-
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal rows
-        count = int(mask.sum())
-        if count:
-            dropped[reason] += count
-            rows = rows[~mask]
-
-    if "deprecated" in rows.columns:
-        drop(_is_true(rows["deprecated"]), "deprecated")
-    drop(
-        rows[["formula_pretty", "ordering"]].isna().any(axis=1) | rows["density"].isna(),
-        "missing_value",
-    )
-    drop(~rows["ordering"].isin([str(c) for c in CLASSES]), "unknown_ordering")
-    compounds, reasons = _parse_rows(rows)
-    dropped.update(reason for reason in reasons if reason is not None)
-    parsed = [reason is None for reason in reasons]
-    kept_compounds = [c for c in compounds if c is not None]
-    rows = rows[parsed].assign(
-        reduced_formula=[c.reduced_formula for c in kept_compounds],
-        _compound=kept_compounds,  # dropped with its row from here on
-    )
-    priority = (~rows["label_source"].str.startswith(_EXACT_LABEL_PREFIX)).astype(int)
-    ranked = rows.assign(_priority=priority).sort_values("_priority", kind="stable")
-    duplicate = ranked["material_id"].notna() & ranked["material_id"].duplicated(keep="first")
-    drop(duplicate.reindex(rows.index), "duplicate_material")
-    contradicted = contradicted_elements(rows)
-    drop(contradicted_rule_labels(rows, set(contradicted)), "rule_label_contradicted")
-    rows = rows.reset_index(drop=True)
-    kept_compounds = rows.pop("_compound").tolist()
-
-    class_index = {str(c): i for i, c in enumerate(CLASSES)}
-    labels = rows["ordering"].map(class_index).to_numpy(dtype=np.int64)
-    report = CleaningReport(
-        path=str(path),
-        sha256=sha256,
-        rows_read=len(frame),
-        dropped=dict(sorted(dropped.items())),
-        rows_kept=len(rows),
-        class_counts={str(c): int((labels == i).sum()) for i, c in enumerate(CLASSES)},
-        label_source_counts={
-            str(k): int(v) for k, v in rows["label_source"].value_counts().sort_index().items()
-        },
-        n_formulas=int(rows["reduced_formula"].nunique()),
-        contradicted_rule_elements=contradicted,
-    )
-    logger.info(
-        "snapshot %s: %d rows read, %d kept, dropped %s",
-        path,
-        report.rows_read,
-        report.rows_kept,
-        report.dropped or "none",
-    )
-    return LabelledData(rows=rows, features=vectorize(kept_compounds), labels=labels, report=report)
-
-
-def load_labelled_data(path: Path) -> LabelledData:
-    """Read, validate and clean a snapshot, and build its features.
-
-    Args:
-        path: A snapshot CSV.
-
-    Returns:
-        Clean rows, features and labels, with the cleaning report.
-
-    Raises:
-        SnapshotError: The file is missing, unreadable or not in the snapshot schema, or no
-            row survives cleaning.
-    """
-    frame = read_snapshot(path)
-    data = clean_snapshot(frame, path=path, sha256=file_sha256(path))
+    data = clean(read(path), path=path, sha256=file_sha256(path))
     if data.report.rows_kept == 0:
-        raise SnapshotError(f"snapshot {path}: no usable row left after cleaning")
+        raise SnapshotError(f"{what} {path}: no usable {unit} left after cleaning")
     return data

@@ -1,4 +1,8 @@
-"""Exporting a trained Keras model as the SavedModel + model card the service loads."""
+"""Exporting a head: the SavedModel, its LiteRT compile and its metadata, sealed.
+
+Every head exports through `export_model`; `card_fields` and `members_training_config`
+fill in what every head's metadata says alike.
+"""
 
 from __future__ import annotations
 
@@ -24,19 +28,15 @@ from app.core.features import (
 from app.core.model_card import (
     HEAD_DIRNAMES,
     SAVED_MODEL_DIRNAME,
-    ConfidenceRule,
     DensityMetadata,
     ExperimentMetadata,
-    MagneticOrdering,
     ModelMetadata,
     hash_directory,
     write_metadata,
 )
 from app.core.model_runtime import LITERT_FILENAME, compile_to_litert
-from model_training.architecture import with_probabilities_and_spread
 from model_training.data import LabelledData
-from model_training.served_head import ServedHead
-from model_training.train import TrainedNetwork
+from model_training.members import FittedMembers
 
 logger = logging.getLogger(__name__)
 
@@ -132,100 +132,63 @@ def elements_and_density_range(
     return tuple(symbols[i] for i in present), (float(density.min()), float(density.max()))
 
 
-def _mp_metadata(
+def card_fields(
     *,
     train: LabelledData,
     model_version: str,
     description: str,
     metrics: dict[str, Any],
     training_config: dict[str, Any],
-    confidence: ConfidenceRule | None = None,
-) -> ModelMetadata:
-    """The card of a Materials Project head trained on ``train``."""
-    elements, density_range = elements_and_density_range(train.features)
-    return ModelMetadata(
-        model_version=model_version,
-        trained=True,
-        description=description,
-        created_at=datetime.now(UTC),
-        feature_layout_version=FEATURE_LAYOUT_VERSION,
-        n_features=N_FEATURES,
-        classes=tuple(MagneticOrdering),
-        elements_seen=elements,
-        density_range=density_range,
-        metrics=metrics,
-        training_config=training_config,
-        data_snapshot_sha256=train.report.sha256,
-        data_card=train.report.to_dict(),
-        tensorflow_version=tf.__version__,
-        confidence=confidence,
-    )
-
-
-def network_training_config(network: TrainedNetwork) -> dict[str, Any]:
-    """How a network was fitted, for the card's training configuration."""
-    return {
-        "model": network.model_config.to_dict(),
-        "training": network.train_config.to_dict(),
-        "best_epochs": network.best_epochs,
-        "epochs_run": network.epochs_run,
-        "validation_macro_f1": network.validation_macro_f1,
-        "fit_seconds": round(network.seconds, 1),
-        "strategy": network.strategy,
-    }
-
-
-def head_training_config(head: ServedHead) -> dict[str, Any]:
-    """How the served head was fitted: its networks, its trees, the share, the temperature."""
-    return {
-        **network_training_config(head.network),
-        "trees": None if head.trees is None else head.trees.to_dict(),
-        "network_share": head.network_share,
-        "temperature": head.temperature,
-    }
-
-
-def export_head(
-    head: ServedHead,
-    *,
-    train: LabelledData,
-    model_dir: Path,
-    model_version: str,
-    description: str,
-    metrics: dict[str, Any],
-    extra_config: dict[str, Any] | None = None,
-    confidence: ConfidenceRule | None = None,
-) -> Path:
-    """Export the served head as the served model directory.
+) -> dict[str, Any]:
+    """The fields every head's metadata has, from the rows it was trained on and its run.
 
     Args:
-        head: The networks, the trees beside them, their share and the temperature.
-        train: The rows it was trained on: its elements and density range go into the card,
-            the service warns outside them.
-        model_dir: Destination; replaced if it exists.
-        model_version: Version of this model.
-        description: One paragraph for the model card.
-        metrics: Evaluation figures (``macro_f1`` first among them).
-        extra_config: More configuration to record (split, strategy, timing).
-        confidence: The unsure-answer rule: with it, the model outputs the members' spread as
-            a fifth column (`with_probabilities_and_spread`); without, the four probabilities.
+        train: The rows it was trained on: its elements and data card go into the metadata.
+        model_version: Version of the head.
+        description: One paragraph for the card.
+        metrics: Evaluation figures.
+        training_config: How it was fitted.
 
     Returns:
-        ``model_dir``.
+        Keyword arguments of `ModelMetadata`, `ExperimentMetadata` and `DensityMetadata`.
     """
-    metadata = _mp_metadata(
-        train=train,
-        model_version=model_version,
-        description=description,
-        metrics=metrics,
-        training_config={**head_training_config(head), **(extra_config or {})},
-        confidence=confidence,
-    )
-    served = with_probabilities_and_spread(
-        head.network.members,
-        head.temperature,
-        trees=None if head.trees is None else head.trees.model,
-        network_share=head.network_share,
-        with_spread=confidence is not None,
-    )
-    return export_model(served, metadata, model_dir)
+    elements, _ = elements_and_density_range(train.features)
+    return {
+        "model_version": model_version,
+        "description": description,
+        "created_at": datetime.now(UTC),
+        "feature_layout_version": FEATURE_LAYOUT_VERSION,
+        "n_features": N_FEATURES,
+        "elements_seen": elements,
+        "metrics": metrics,
+        "training_config": training_config,
+        "data_snapshot_sha256": train.report.sha256,
+        "data_card": train.report.to_dict(),
+        "tensorflow_version": tf.__version__,
+    }
+
+
+def members_training_config(
+    network: FittedMembers,
+    particular: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """How an ensemble fitted with `model_training.members` was fitted, for its card.
+
+    Args:
+        network: The fitted network.
+        particular: The head's own entries, written after its configuration.
+        extra_config: More configuration to record (the command, the split), written last.
+
+    Returns:
+        The card's training configuration.
+    """
+    return {
+        "network": network.config.to_dict(),
+        **(particular or {}),
+        "best_epochs": network.best_epochs,
+        "epochs_run": network.epochs_run,
+        "fit_seconds": round(network.seconds, 1),
+        "strategy": network.strategy,
+        **(extra_config or {}),
+    }

@@ -24,7 +24,8 @@ import pandas as pd
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_training.data import REQUIRED_COLUMNS, file_sha256
+from model_training.data import file_sha256
+from model_training.mp.data import REQUIRED_COLUMNS
 
 logger = logging.getLogger(__name__)
 

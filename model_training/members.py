@@ -1,22 +1,76 @@
 """Fitting the members of a head's ensemble: AdamW, early stopping on validation loss, a mean.
 
-The experiment head and the density estimator are fitted alike: each member is compiled with
-AdamW under a cosine decay, fitted until its validation loss stops falling (after a warm-up),
-kept at its best epoch, and the exported model is the members' mean.
+Every head feeds its rows through `training_dataset` and may weight its classes with
+`class_weights`. The experiment head and the density estimator are fitted alike: each member
+is compiled with AdamW under a cosine decay, fitted until its validation loss stops falling
+(after a warm-up), kept at its best epoch, and the exported model is the members' mean.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import keras
 import numpy as np
+import numpy.typing as npt
 
 from app.core.features import N_FEATURES
+from model_training.data import CLASSES
+from model_training.strategy import strategy_name
 
 logger = logging.getLogger(__name__)
+
+
+def class_weights(
+    labels: npt.NDArray[np.int64], exponent: float, *, n_classes: int = len(CLASSES)
+) -> dict[int, float]:
+    """Weight each class by its inverse frequency raised to ``exponent``.
+
+    Args:
+        labels: Class index of each training row.
+        exponent: 0 gives every row weight 1; 1 makes every class weigh the same in total.
+        n_classes: Number of classes (Materials Project's four by default).
+
+    Returns:
+        Class index to weight, scaled so that the mean weight over the rows is 1.
+    """
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    raw = np.where(counts > 0, (len(labels) / (n_classes * np.maximum(counts, 1))) ** exponent, 0)
+    scale = len(labels) / float((raw * counts).sum())
+    return {i: float(raw[i] * scale) for i in range(n_classes)}
+
+
+def training_dataset(
+    features: npt.NDArray[np.float32],
+    targets: npt.NDArray[np.float32] | dict[str, npt.NDArray[np.float32]],
+    weights: npt.NDArray[np.float32] | None = None,
+    *,
+    batch_size: int,
+    shuffle_seed: int | None,
+) -> Any:
+    """A batched ``tf.data`` pipeline of rows, targets (an array, or one per output) and weights.
+
+    Args:
+        features: ``(n, 119)`` raw feature rows.
+        targets: The targets, an array or a dict of arrays keyed by output name.
+        weights: Optional weight of each row.
+        batch_size: Rows per batch.
+        shuffle_seed: Seed of a reshuffle every epoch; None keeps the order (validation).
+
+    Returns:
+        The dataset.
+    """
+    import tensorflow as tf
+
+    tensors = (features, targets) if weights is None else (features, targets, weights)
+    dataset = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle_seed is not None:
+        # Every row: len(targets) would count the outputs when targets is a dict of them.
+        dataset = dataset.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 class MemberFitting(Protocol):
@@ -160,3 +214,120 @@ def average_members(
         },
         name=name,
     )
+
+
+@dataclass(frozen=True)
+class FittedMembers:
+    """A fitted ensemble of a head fitted here: the members' mean, and how the fit went.
+
+    Attributes:
+        model: Raw features to the head's outputs, members averaged.
+        config: How it was built and fitted.
+        best_epochs: Per member, the epoch (1-based) whose weights were kept.
+        epochs_run: Per member, epochs run before early stopping.
+        seconds: Wall-clock time of the fit.
+        strategy: Name of the distribution strategy it was trained under.
+    """
+
+    model: keras.Model
+    config: Any
+    best_epochs: tuple[int, ...]
+    epochs_run: tuple[int, ...]
+    seconds: float
+    strategy: str
+
+
+def fit_member(
+    build: Callable[[], keras.Model],
+    train: tuple[npt.NDArray[np.float32], Any],
+    validation: tuple[npt.NDArray[np.float32], Any],
+    *,
+    config: Any,
+    strategy: Any,
+    losses: Callable[[], dict[str, Any]],
+    verbose: int,
+) -> tuple[keras.Model, int, int]:
+    """Build, compile and fit one member under ``strategy``, seeded by ``config.seed``.
+
+    Args:
+        build: Builds the untrained member (called inside the strategy's scope).
+        train: The training rows' features and targets.
+        validation: The validation rows' features and targets.
+        config: The member's configuration (`MemberFitting`, with ``batch_size`` and
+            ``seed``).
+        strategy: The ``tf.distribute`` strategy.
+        losses: Gives `compile_member`'s ``loss`` (and ``loss_weights``), inside the scope.
+        verbose: Keras progress output.
+
+    Returns:
+        The member, the epoch kept (1-based) and the epochs run.
+    """
+    keras.utils.set_random_seed(config.seed)
+    steps = -(-len(train[0]) // config.batch_size)
+    with strategy.scope():
+        model = build()
+        compile_member(model, config, steps_per_epoch=steps, **losses())
+    best, epochs = fit_on_validation_loss(
+        model,
+        training_dataset(*train, batch_size=config.batch_size, shuffle_seed=config.seed),
+        training_dataset(*validation, batch_size=4096, shuffle_seed=None),
+        config,
+        verbose=verbose,
+    )
+    return model, best, epochs
+
+
+def fit_ensemble(
+    build: Callable[[Any], keras.Model],
+    train: tuple[npt.NDArray[np.float32], Any],
+    validation: tuple[npt.NDArray[np.float32], Any],
+    *,
+    config: Any,
+    strategy: Any,
+    losses: Callable[[Any], dict[str, Any]],
+    what: str,
+    rows: str,
+    outputs: tuple[str, ...] | None = None,
+    verbose: int,
+) -> tuple[keras.Model, tuple[int, ...], tuple[int, ...]]:
+    """Fit every member of a head (seeds ``seed``, ``seed + 1``, ...) and average them.
+
+    Args:
+        build: Builds an untrained member from its configuration.
+        train: The training rows' features and targets.
+        validation: The validation rows' features and targets.
+        config: The head's configuration (a dataclass: `MemberFitting` with ``batch_size``
+            and ``seed``).
+        strategy: The ``tf.distribute`` strategy.
+        losses: Gives a member's `compile_member` ``loss`` (and ``loss_weights``) from its
+            configuration.
+        what: The head's name, for the log and the ensemble's name.
+        rows: How many rows of what it is fitted on, for the log (``"512 rows"``).
+        outputs: The names of a dict output's entries; None for a single output.
+        verbose: Keras progress output.
+
+    Returns:
+        The averaged model (`average_members`), the members' best epochs and epochs run.
+    """
+    logger.info(
+        "fitting the %s network (%d member(s)) on %s under %s",
+        what,
+        config.ensemble_size,
+        rows,
+        strategy_name(strategy),
+    )
+
+    def fit_one(index: int) -> tuple[keras.Model, int, int]:
+        member = replace(config, seed=config.seed + index)
+        return fit_member(
+            lambda: build(member),
+            train,
+            validation,
+            config=member,
+            strategy=strategy,
+            losses=lambda: losses(member),
+            verbose=verbose,
+        )
+
+    members, best_epochs, epochs_run = fit_members(fit_one, config.ensemble_size, what)
+    return average_members(members, f"{what}_ensemble", outputs), best_epochs, epochs_run

@@ -50,6 +50,10 @@ class Split:
         """Return the train, validation and test rows of ``data``."""
         return data.subset(self.train), data.subset(self.validation), data.subset(self.test)
 
+    def sizes(self) -> dict[str, int]:
+        """Return the number of rows of each part, by name (`SPLIT_NAMES`)."""
+        return {name: len(getattr(self, name)) for name in SPLIT_NAMES}
+
 
 def _one_fold(
     labels: npt.NDArray[np.int64],

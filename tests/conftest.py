@@ -17,10 +17,10 @@ from app.config import Settings
 from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES
 from app.core.model_card import MagneticOrdering, ModelMetadata
 from app.main import create_app
-from model_training.architecture import build_model
-from model_training.config import ModelConfig
 from model_training.export import export_model
-from model_training.placeholder import export_placeholder
+from model_training.mp.config import ModelConfig
+from model_training.mp.network import build_model
+from model_training.mp.placeholder import export_placeholder
 
 FIXTURE_MODEL_VERSION = "test-fixture-1"
 FIXTURE_ELEMENTS = ("Ba", "Ca", "Cl", "Fe", "H", "Mn", "Na", "Ni", "O", "Sr", "Ti")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_training.data import REQUIRED_COLUMNS
+from model_training.mp.data import REQUIRED_COLUMNS
 
 # Each class gets its own chemistry, so that a tiny network can learn it in a few epochs.
 _CHEMISTRY = {

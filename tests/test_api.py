@@ -657,7 +657,7 @@ def test_a_screening_that_fails_midway_ends_with_a_row_saying_it_stopped(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.api.routes.table import STOPPED_PREFIX
-    from app.client.backends import LocalBackend
+    from app.core.backend import LocalBackend
 
     predict = LocalBackend.predict
     calls = []

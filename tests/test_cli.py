@@ -460,7 +460,7 @@ def test_an_unexpected_failure_is_one_line_and_leaves_no_partial_output(
     monkeypatch: pytest.MonkeyPatch,
     to_file: bool,
 ) -> None:
-    from app.client.backends import LocalBackend
+    from app.core.backend import LocalBackend
 
     def explode(*_: object) -> None:
         raise KeyError("a parser raising what it should not")

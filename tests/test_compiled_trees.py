@@ -10,8 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from model_training.architecture import derived_features
-from model_training.compiled_trees import (
+from model_training.mp.compiled_trees import (
     CompiledTrees,
     TreeArrays,
     concatenate,
@@ -19,8 +18,9 @@ from model_training.compiled_trees import (
     tree_arrays,
     tree_log_probability_model,
 )
-from model_training.data import load_labelled_data
-from model_training.tree_blend import SHARE_GRID, blend, choose_share
+from model_training.mp.data import load_labelled_data
+from model_training.mp.tree_blend import SHARE_GRID, blend, choose_share
+from model_training.network import derived_features
 from tests.snapshot_fixture import write_snapshot
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_training.confidence import (
+from model_training.mp.confidence import (
     MIN_FLAGGED_ROWS,
     choose_rule,
     measure_rule,

@@ -30,8 +30,8 @@ from app.core.model_runtime import ModelRuntime
 from app.core.predictor import Predictor
 from app.main import create_app
 from model_training.__main__ import main
-from model_training.architecture import derived_features, feature_quantiles
 from model_training.data import SnapshotError
+from model_training.experiment.card import CONFUSION_PLOT, PARITY_PLOT
 from model_training.experiment.data import load_experimental_data
 from model_training.experiment.network import (
     KELVIN_SCALE,
@@ -43,10 +43,10 @@ from model_training.experiment.network import (
     served_experiment_model,
     widened,
 )
-from model_training.experiment.report import CONFUSION_PLOT, PARITY_PLOT
-from model_training.rule_labels import can_carry_moment
+from model_training.members import training_dataset
+from model_training.mp.rule_labels import can_carry_moment
+from model_training.network import derived_features, feature_quantiles
 from model_training.split import load_split, save_split, split_data
-from model_training.train import training_dataset
 from tests.conftest import make_settings
 from tests.experiment_fixture import (
     BAD_ROWS,
@@ -273,9 +273,9 @@ def test_the_command_line_writes_the_experiment_columns(
 def test_exporting_the_mp_head_again_keeps_the_experiment_head(
     trained: dict[str, Path], tmp_path: Path
 ) -> None:
-    from model_training.architecture import build_model
-    from model_training.config import ModelConfig
     from model_training.export import export_model
+    from model_training.mp.config import ModelConfig
+    from model_training.mp.network import build_model
 
     target = shutil.copytree(trained["model_dir"], tmp_path / "again")
     metadata = read_metadata(target)

@@ -10,7 +10,7 @@ import pytest
 
 import magorder
 from app.cli.main import main as cli_main
-from app.client.columns import ADDED_COLUMNS
+from app.core.columns import ADDED_COLUMNS
 from bench.server import free_port, running_server
 from tests.test_structures import disordered, rock_salt
 

@@ -10,7 +10,7 @@ from app.core.features import featurize
 from app.core.model_card import read_metadata
 from app.core.predictor import Predictor
 from model_training.__main__ import main
-from model_training.config import ModelConfig
+from model_training.mp.config import ModelConfig
 
 
 def test_placeholder_command_exports_a_loadable_untrained_model(

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from app.core.features import featurize
-from model_training.data import SnapshotError, file_sha256, load_labelled_data, read_snapshot
+from model_training.data import SnapshotError, file_sha256
+from model_training.mp.data import load_labelled_data, read_snapshot
 from model_training.split import SplitKind, load_split, save_split, split_data
 from tests.snapshot_fixture import BAD_ROWS, write_snapshot
 

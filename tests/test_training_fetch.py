@@ -15,13 +15,13 @@ import pytest
 from pydantic import SecretStr
 
 from model_training.__main__ import main
-from model_training.data import REQUIRED_COLUMNS, load_labelled_data, read_snapshot
 from model_training.fetch import (
     SUMMARY_FIELDS,
     FetchError,
     fetch_snapshot,
     read_api_key,
 )
+from model_training.mp.data import REQUIRED_COLUMNS, load_labelled_data, read_snapshot
 
 SECRET = "not-a-real-key-0123456789"  # noqa: S105 - a test value, not a credential
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from model_training.members import class_weights
 from model_training.metrics import (
     MP_CLASS_PRIOR,
     expected_calibration_error,
@@ -14,7 +15,6 @@ from model_training.metrics import (
     probabilities_from_logits,
     score,
 )
-from model_training.train import class_weights
 
 
 def test_scores_match_scikit_learn_and_the_confusion_matrix_is_label_by_prediction() -> None:

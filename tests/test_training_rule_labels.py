@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from app.core.features import featurize
-from model_training.data import load_labelled_data
-from model_training.rule_labels import (
+from model_training.mp.data import load_labelled_data
+from model_training.mp.rule_labels import (
     can_carry_moment,
     contradicted_elements,
     contradicted_rule_labels,

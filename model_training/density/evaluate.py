@@ -19,7 +19,6 @@ import numpy.typing as npt
 
 from app.core.features import DENSITY_INDEX, N_ELEMENTS, featurize
 from app.core.predictor import Predictor
-from model_training.architecture import derived_features
 from model_training.baselines import LIGHTGBM_TREE_PARAMETERS
 from model_training.data import CLASSES, LabelledData
 from model_training.density.network import (
@@ -29,8 +28,9 @@ from model_training.density.network import (
     TrainedDensityNetwork,
     fit_density_network,
 )
-from model_training.evaluate import WELL_KNOWN_COMPOUNDS
 from model_training.metrics import RegressionScores, score, score_regression
+from model_training.mp.evaluate import WELL_KNOWN_COMPOUNDS
+from model_training.network import derived_features
 from model_training.split import Split
 
 logger = logging.getLogger(__name__)
@@ -229,11 +229,7 @@ def run_density_evaluation(
         mp_head = _mp_head_effect(predictor, test, estimate)
     return DensityEvaluation(
         data=data.report.to_dict(),
-        split_sizes={
-            "train": len(train.labels),
-            "validation": len(validation.labels),
-            "test": len(test.labels),
-        },
+        split_sizes=split.sizes(),
         results=results,
         by_elements=by_elements,
         relative_error_median=float(np.median(error / truth)),

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
-from app.core.features import DENSITY_INDEX, N_FEATURES
-from model_training.architecture import (
-    density_free_inputs,
+from app.core.features import DENSITY_INDEX
+from model_training.data import LabelledData
+from model_training.members import FittedMembers, fit_ensemble
+from model_training.network import (
+    build_density_free_network,
     derived_features,
-    hidden_layers,
     training_statistics,
 )
-from model_training.data import LabelledData
-from model_training.members import (
-    average_members,
-    compile_member,
-    fit_members,
-    fit_on_validation_loss,
-)
 from model_training.strategy import strategy_name
-from model_training.train import training_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -104,40 +97,25 @@ def build_density_network(
     Returns:
         A Keras model from ``(n, 119)`` features to ``(n, 1)`` densities in g/cm³.
     """
-    keras.utils.set_random_seed(config.seed)
-    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    x = density_free_inputs(
-        features,
+
+    def outputs(x: Any) -> Any:
+        log_density = keras.layers.Dense(1, name="log_density")(x)
+        return keras.ops.clip(keras.ops.exp(log_density), MIN_DENSITY, MAX_DENSITY)
+
+    return build_density_free_network(
+        config,
+        outputs=outputs,
+        name=f"density_seed{config.seed}",
         feature_mean=feature_mean,
         feature_variance=feature_variance,
-        clip=config.clip,
-        element_embedding=config.element_embedding,
     )
-    x = hidden_layers(x, config)
-    log_density = keras.layers.Dense(1, name="log_density")(x)
-    density = keras.ops.clip(keras.ops.exp(log_density), MIN_DENSITY, MAX_DENSITY)
-    return keras.Model(features, density, name=f"density_seed{config.seed}")
 
 
 @dataclass(frozen=True)
-class TrainedDensityNetwork:
-    """A fitted density network: the members' mean estimate.
+class TrainedDensityNetwork(FittedMembers):
+    """A fitted density network: the members' mean estimate, in g/cm³ (`FittedMembers`)."""
 
-    Attributes:
-        model: Raw features to ``(n, 1)`` g/cm³, members averaged.
-        config: How it was built and fitted.
-        best_epochs: Per member, the epoch (1-based) whose weights were kept.
-        epochs_run: Per member, epochs run before early stopping.
-        seconds: Wall-clock time of the fit.
-        strategy: Name of the distribution strategy it was trained under.
-    """
-
-    model: keras.Model
     config: DensityConfig
-    best_epochs: tuple[int, ...]
-    epochs_run: tuple[int, ...]
-    seconds: float
-    strategy: str
 
     def estimate(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Return the ``(n,)`` estimated densities of raw rows, g/cm³."""
@@ -147,37 +125,6 @@ class TrainedDensityNetwork:
 
 def _densities(data: LabelledData) -> npt.NDArray[np.float32]:
     return np.asarray(data.features[:, DENSITY_INDEX:], np.float32)
-
-
-def _fit_member(
-    train: LabelledData,
-    validation: LabelledData,
-    *,
-    normalisation: dict[str, npt.NDArray[np.float32]],
-    config: DensityConfig,
-    strategy: Any,
-    verbose: int,
-) -> tuple[keras.Model, int, int]:
-    keras.utils.set_random_seed(config.seed)
-    steps = -(-len(train.labels) // config.batch_size)
-    with strategy.scope():
-        model = build_density_network(config, **normalisation)
-        compile_member(model, config, steps_per_epoch=steps, loss="mean_absolute_error")
-    best, epochs = fit_on_validation_loss(
-        model,
-        training_dataset(
-            train.features,
-            _densities(train),
-            batch_size=config.batch_size,
-            shuffle_seed=config.seed,
-        ),
-        training_dataset(
-            validation.features, _densities(validation), batch_size=4096, shuffle_seed=None
-        ),
-        config,
-        verbose=verbose,
-    )
-    return model, best, epochs
 
 
 def fit_density_network(
@@ -203,26 +150,20 @@ def fit_density_network(
     started = time.perf_counter()
     derived = derived_features(train.features, with_density=False)
     normalisation = training_statistics(derived)
-    logger.info(
-        "fitting the density network (%d member(s)) on %d rows under %s",
-        config.ensemble_size,
-        len(train.labels),
-        strategy_name(strategy),
-    )
-    members, best_epochs, epochs_run = fit_members(
-        lambda index: _fit_member(
-            train,
-            validation,
-            normalisation=normalisation,
-            config=replace(config, seed=config.seed + index),
-            strategy=strategy,
-            verbose=verbose,
-        ),
-        config.ensemble_size,
-        "density",
+
+    model, best_epochs, epochs_run = fit_ensemble(
+        lambda member: build_density_network(member, **normalisation),
+        (train.features, _densities(train)),
+        (validation.features, _densities(validation)),
+        config=config,
+        strategy=strategy,
+        losses=lambda _: {"loss": "mean_absolute_error"},
+        what="density",
+        rows=f"{len(train.labels)} rows",
+        verbose=verbose,
     )
     return TrainedDensityNetwork(
-        model=average_members(members, "density_ensemble"),
+        model=model,
         config=config,
         best_epochs=best_epochs,
         epochs_run=epochs_run,

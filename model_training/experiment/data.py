@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from app.core.model_card import EXPERIMENT_CLASSES
 from model_training.data import (
     CleaningReport,
     LabelledData,
-    SnapshotError,
-    file_sha256,
+    RowFilter,
+    load_clean,
     read_checked_csv,
 )
 
@@ -165,41 +164,37 @@ def clean_experimental_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str)
         ``n_reports``, ``temperature_min_K``, ``temperature_max_K`` and ``sources``; labels
         index `EXPERIMENT_CLASSES`.
     """
-    dropped: Counter[str] = Counter()
-    rows = frame.copy()
-
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal rows
-        count = int(mask.sum())
-        if count:
-            dropped[reason] += count
-            rows = rows[~mask]
-
+    cleaning = RowFilter(frame.copy())
+    drop = cleaning.drop
     drop(
-        rows[["formula", "ordering"]].isna().any(axis=1) | rows["temperature_K"].isna(),
+        cleaning.rows[["formula", "ordering"]].isna().any(axis=1)
+        | cleaning.rows["temperature_K"].isna(),
         "missing_value",
     )
-    drop(~rows["ordering"].isin(list(KIND_OF_ORDERING)), "unknown_ordering")
+    drop(~cleaning.rows["ordering"].isin(list(KIND_OF_ORDERING)), "unknown_ordering")
     drop(
-        rows["temperature_kind"].str.strip().str.lower() != rows["ordering"].map(KIND_OF_ORDERING),
+        cleaning.rows["temperature_kind"].str.strip().str.lower()
+        != cleaning.rows["ordering"].map(KIND_OF_ORDERING),
         "kind_mismatch",
     )
-    compounds = _parse(rows["formula"])
-    drop(pd.Series([c is None for c in compounds], index=rows.index), "unparsable_formula")
+    compounds = _parse(cleaning.rows["formula"])
+    drop(pd.Series([c is None for c in compounds], index=cleaning.rows.index), "unparsable_formula")
     kept = [c for c in compounds if c is not None]
-    rows = rows.assign(reduced_formula=[c.reduced_formula for c in kept], _compound=kept)
-    drop(rows["temperature_K"] <= 0, "non_positive_temperature")
-    drop(rows["temperature_K"] > MAX_TEMPERATURE_K, "temperature_above_1500K")
+    cleaning.rows = cleaning.rows.assign(
+        reduced_formula=[c.reduced_formula for c in kept], _compound=kept
+    )
+    drop(cleaning.rows["temperature_K"] <= 0, "non_positive_temperature")
+    drop(cleaning.rows["temperature_K"] > MAX_TEMPERATURE_K, "temperature_above_1500K")
     drop(
-        ~pd.Series([_has_d_or_f(c) for c in rows["_compound"]], index=rows.index),
+        ~pd.Series([_has_d_or_f(c) for c in cleaning.rows["_compound"]], index=cleaning.rows.index),
         "no_d_or_f_element",
     )
-    decided = rows["reduced_formula"].map(_decide_orderings(rows))
+    decided = cleaning.rows["reduced_formula"].map(_decide_orderings(cleaning.rows))
     drop(decided.isna(), "conflicting_ordering")
-    drop(rows["ordering"] != decided[rows.index], "minority_ordering_report")
-    reports_kept = rows
-    records = _merge(rows)
-    dropped["repeat_report_merged"] += len(reports_kept) - len(records)
+    drop(cleaning.rows["ordering"] != decided[cleaning.rows.index], "minority_ordering_report")
+    reports_kept = cleaning.rows
+    records = _merge(reports_kept)
+    cleaning.dropped["repeat_report_merged"] += len(reports_kept) - len(records)
     compounds_kept = records.pop("_compound").tolist()
     records.insert(
         records.columns.get_loc("ordering") + 1,
@@ -212,7 +207,7 @@ def clean_experimental_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str)
         path=str(path),
         sha256=sha256,
         rows_read=len(frame),
-        dropped=dict(sorted((k, v) for k, v in dropped.items() if v)),
+        dropped=dict(sorted((k, v) for k, v in cleaning.dropped.items() if v)),
         rows_kept=len(records),
         class_counts={str(c): int((labels == i).sum()) for i, c in enumerate(EXPERIMENT_CLASSES)},
         label_source_counts={
@@ -251,8 +246,10 @@ def load_experimental_data(path: Path) -> LabelledData:
         SnapshotError: The file is missing, unreadable or not in the schema, or no record
             survives cleaning.
     """
-    frame = read_experimental_snapshot(path)
-    data = clean_experimental_snapshot(frame, path=path, sha256=file_sha256(path))
-    if data.report.rows_kept == 0:
-        raise SnapshotError(f"experimental snapshot {path}: no usable record left after cleaning")
-    return data
+    return load_clean(
+        path,
+        read=read_experimental_snapshot,
+        clean=clean_experimental_snapshot,
+        what="experimental snapshot",
+        unit="record",
+    )

@@ -25,7 +25,6 @@ from app.core.experiment import experimental_p_nm
 from app.core.features import N_ELEMENTS, element_symbols, featurize
 from app.core.model_card import EXPERIMENT_CLASSES, MagneticOrdering
 from app.core.predictor import Predictor
-from model_training.architecture import derived_features
 from model_training.baselines import LIGHTGBM_TREE_PARAMETERS
 from model_training.data import LabelledData
 from model_training.experiment.network import (
@@ -46,6 +45,7 @@ from model_training.metrics import (
     score,
     score_regression,
 )
+from model_training.network import derived_features
 from model_training.split import Split
 
 logger = logging.getLogger(__name__)
@@ -584,11 +584,7 @@ def run_experiment_evaluation(
         predictions["combined"] = np.where(nm, "NM", predictions["predicted"])
     return ExperimentEvaluation(
         data=data.report.to_dict(),
-        split_sizes={
-            "train": len(split.train),
-            "validation": len(split.validation),
-            "test": len(split.test),
-        },
+        split_sizes=split.sizes(),
         results=results,
         temperature=temperature,
         interval_margin=margin,

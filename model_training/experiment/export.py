@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tensorflow as tf
-
-from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES
 from app.core.model_card import EXPERIMENT_DIRNAME, EXPERIMENT_OUTPUT_COLUMNS, ExperimentMetadata
 from model_training.data import LabelledData
 from model_training.experiment.network import TrainedExperimentNetwork, served_experiment_model
-from model_training.export import elements_and_density_range, export_model
+from model_training.export import card_fields, export_model, members_training_config
 
 OUTPUT_NAME = "experiment"
 
@@ -58,31 +54,19 @@ def export_experiment_head(
     Returns:
         The head's directory.
     """
-    elements, _ = elements_and_density_range(train.features)
     metadata = ExperimentMetadata(
-        model_version=model_version,
-        description=description,
-        created_at=datetime.now(UTC),
-        feature_layout_version=FEATURE_LAYOUT_VERSION,
-        n_features=N_FEATURES,
         output_columns=EXPERIMENT_OUTPUT_COLUMNS,
         temperature_quantiles=network.config.quantiles,
-        elements_seen=elements,
-        metrics=metrics,
-        training_config={
-            "network": network.config.to_dict(),
-            "temperature": temperature,
-            "interval_margin": margin,
-            "best_epochs": network.best_epochs,
-            "epochs_run": network.epochs_run,
-            "fit_seconds": round(network.seconds, 1),
-            "strategy": network.strategy,
-            **(extra_config or {}),
-        },
-        data_snapshot_sha256=train.report.sha256,
-        data_card=train.report.to_dict(),
         sources=SOURCES,
-        tensorflow_version=tf.__version__,
+        **card_fields(
+            train=train,
+            model_version=model_version,
+            description=description,
+            metrics=metrics,
+            training_config=members_training_config(
+                network, {"temperature": temperature, "interval_margin": margin}, extra_config
+            ),
+        ),
     )
     return export_model(
         served_experiment_model(network, temperature, margin),

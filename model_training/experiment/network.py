@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
@@ -20,23 +20,20 @@ import numpy.typing as npt
 
 from app.core.features import N_FEATURES
 from app.core.model_card import EXPERIMENT_CLASSES
-from model_training.architecture import (
-    TemperatureSoftmax,
-    density_free_inputs,
-    derived_features,
-    hidden_layers,
-    training_statistics,
-)
 from model_training.data import LabelledData
 from model_training.members import (
-    average_members,
-    compile_member,
-    fit_members,
-    fit_on_validation_loss,
+    FittedMembers,
+    class_weights,
+    fit_ensemble,
 )
 from model_training.metrics import score
+from model_training.network import (
+    TemperatureSoftmax,
+    build_density_free_network,
+    derived_features,
+    training_statistics,
+)
 from model_training.strategy import strategy_name
-from model_training.train import class_weights, training_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -199,24 +196,20 @@ def build_experiment_network(
         A Keras model from ``(n, 119)`` features to ``{"ordering": (n, 2) logits,
         "log_temperature": (n, 3) ordered quantiles of ln(T / K)}``.
     """
-    keras.utils.set_random_seed(config.seed)
-    features = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    x = density_free_inputs(
-        features,
+
+    def outputs(x: Any) -> dict[str, Any]:
+        logits = keras.layers.Dense(N_EXPERIMENT_CLASSES, name=ORDERING_OUTPUT)(x)
+        raw = keras.layers.Dense(3, name="raw_quantiles")(x)
+        quantiles = OrderedQuantiles(name=TEMPERATURE_OUTPUT)(raw)
+        return {ORDERING_OUTPUT: logits, TEMPERATURE_OUTPUT: quantiles}
+
+    return build_density_free_network(
+        config,
+        outputs=outputs,
+        name=f"experiment_seed{config.seed}",
         feature_mean=feature_mean,
         feature_variance=feature_variance,
-        clip=config.clip,
-        element_embedding=config.element_embedding,
         feature_quantiles=feature_quantiles,
-    )
-    x = hidden_layers(x, config)
-    logits = keras.layers.Dense(N_EXPERIMENT_CLASSES, name=ORDERING_OUTPUT)(x)
-    raw = keras.layers.Dense(3, name="raw_quantiles")(x)
-    quantiles = OrderedQuantiles(name=TEMPERATURE_OUTPUT)(raw)
-    return keras.Model(
-        features,
-        {ORDERING_OUTPUT: logits, TEMPERATURE_OUTPUT: quantiles},
-        name=f"experiment_seed{config.seed}",
     )
 
 
@@ -234,24 +227,13 @@ class Teachers:
 
 
 @dataclass(frozen=True)
-class TrainedExperimentNetwork:
-    """A fitted experiment network: the members' mean logits and log-temperature quantiles.
+class TrainedExperimentNetwork(FittedMembers):
+    """A fitted experiment network (`FittedMembers`); its fit's seconds count the teachers.
 
-    Attributes:
-        model: Raw features to ``{"ordering", "log_temperature"}``, members averaged.
-        config: How it was built and fitted.
-        best_epochs: Per member, the epoch (1-based) whose weights were kept.
-        epochs_run: Per member, epochs run before early stopping.
-        seconds: Wall-clock time of the fit, teachers included.
-        strategy: Name of the distribution strategy it was trained under.
+    Its ``model`` gives the members' mean ``{"ordering", "log_temperature"}``.
     """
 
-    model: keras.Model
     config: ExperimentConfig
-    best_epochs: tuple[int, ...]
-    epochs_run: tuple[int, ...]
-    seconds: float
-    strategy: str
 
     def outputs(
         self, features: npt.NDArray[np.float32]
@@ -283,45 +265,17 @@ def _targets(
     }
 
 
-def _fit_member(
-    train_targets: dict[str, npt.NDArray[np.float32]],
-    validation_targets: dict[str, npt.NDArray[np.float32]],
-    train: LabelledData,
-    validation: LabelledData,
-    *,
-    normalisation: dict[str, npt.NDArray[np.float32]],
-    config: ExperimentConfig,
-    strategy: Any,
-    verbose: int,
-) -> tuple[keras.Model, int, int]:
-    keras.utils.set_random_seed(config.seed)
-    steps = -(-len(train.labels) // config.batch_size)
-    with strategy.scope():
-        model = build_experiment_network(config, **normalisation)
-        compile_member(
-            model,
-            config,
-            steps_per_epoch=steps,
-            loss={
-                ORDERING_OUTPUT: _weighted_cross_entropy,
-                TEMPERATURE_OUTPUT: _temperature_loss(
-                    config.quantiles, config.temperature_distillation, config.kelvin_weight
-                ),
-            },
-            loss_weights={ORDERING_OUTPUT: 1.0, TEMPERATURE_OUTPUT: config.temperature_weight},
-        )
-    best, epochs = fit_on_validation_loss(
-        model,
-        training_dataset(
-            train.features, train_targets, batch_size=config.batch_size, shuffle_seed=config.seed
-        ),
-        training_dataset(
-            validation.features, validation_targets, batch_size=4096, shuffle_seed=None
-        ),
-        config,
-        verbose=verbose,
-    )
-    return model, best, epochs
+def _losses(config: ExperimentConfig) -> dict[str, Any]:
+    """The two outputs' losses and their weights, for `compile_member`."""
+    return {
+        "loss": {
+            ORDERING_OUTPUT: _weighted_cross_entropy,
+            TEMPERATURE_OUTPUT: _temperature_loss(
+                config.quantiles, config.temperature_distillation, config.kelvin_weight
+            ),
+        },
+        "loss_weights": {ORDERING_OUTPUT: 1.0, TEMPERATURE_OUTPUT: config.temperature_weight},
+    }
 
 
 def fit_experiment_network(
@@ -365,30 +319,21 @@ def fit_experiment_network(
     )
     derived = derived_features(train.features, with_density=False)
     normalisation = training_statistics(derived, quantile_bins=config.quantile_bins)
-    logger.info(
-        "fitting the experiment network (%d member(s)) on %d records under %s",
-        config.ensemble_size,
-        len(train.labels),
-        strategy_name(strategy),
-    )
-    members, best_epochs, epochs_run = fit_members(
-        lambda index: _fit_member(
-            train_targets,
-            validation_targets,
-            train,
-            validation,
-            normalisation=normalisation,
-            config=replace(config, seed=config.seed + index),
-            strategy=strategy,
-            verbose=verbose,
-        ),
-        config.ensemble_size,
-        "experiment",
+
+    model, best_epochs, epochs_run = fit_ensemble(
+        lambda member: build_experiment_network(member, **normalisation),
+        (train.features, train_targets),
+        (validation.features, validation_targets),
+        config=config,
+        strategy=strategy,
+        losses=_losses,
+        what="experiment",
+        rows=f"{len(train.labels)} records",
+        outputs=(ORDERING_OUTPUT, TEMPERATURE_OUTPUT),
+        verbose=verbose,
     )
     network = TrainedExperimentNetwork(
-        model=average_members(
-            members, "experiment_ensemble", (ORDERING_OUTPUT, TEMPERATURE_OUTPUT)
-        ),
+        model=model,
         config=config,
         best_epochs=best_epochs,
         epochs_run=epochs_run,

@@ -23,7 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.features import N_FEATURES
-from model_training.architecture import N_CLASSES, CompositionFeatures
+from model_training.mp.network import N_CLASSES
+from model_training.network import CompositionFeatures
 
 SNAP_RELATIVE_TOLERANCE = 4e-6
 """Training values closer than this (relative; about 32 float32 steps) are one cluster."""

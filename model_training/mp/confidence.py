@@ -30,7 +30,7 @@ _MORE_WRONG_THAN_RIGHT = 0.5
 def member_spread(member_probabilities: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """How far the members disagree: over the classes, the widest range of their probabilities.
 
-    The same as the exported model's `model_training.architecture.MemberSpread`.
+    The same as the exported model's `model_training.mp.network.MemberSpread`.
 
     Args:
         member_probabilities: ``(n, members, classes)`` each member's probabilities.

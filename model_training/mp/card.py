@@ -1,4 +1,4 @@
-"""The model card: MODEL_CARD.md with its plots, and the metrics saved beside it."""
+"""The Materials Project head's card: MODEL_CARD.md's sections, its plots, its metrics."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from app.core.model_card import HEAD_DIRNAMES, MODEL_CARD_FILENAME
-from app.core.model_manifest import write_manifest
+from app.core.model_card import HEAD_DIRNAMES
+from model_training.card import plot_confusion_matrices, save_figure, write_card
 from model_training.data import CLASSES
-from model_training.evaluate import Evaluation, ModelResult
 from model_training.metrics import Scores
+from model_training.mp.evaluate import Evaluation, ModelResult
 
 CONFUSION_PLOT = "confusion_matrix.png"
 F1_PLOT = "per_class_f1.png"
@@ -62,50 +62,6 @@ def _confusion_table(scores: Scores) -> list[str]:
     return lines
 
 
-def plot_confusion_matrices(
-    panels: list[tuple[str, list[list[float]]]],
-    classes: list[str],
-    path: Path,
-    *,
-    ylabel: str,
-) -> None:
-    """Draw row-normalised confusion matrices side by side, with counts, into a PNG.
-
-    Args:
-        panels: Title and confusion matrix (rows true, columns predicted) of each panel.
-        classes: Class names, in the matrices' order.
-        path: The PNG to write.
-        ylabel: What the rows are (``label (MP)``, ``experiment``).
-    """
-    import matplotlib.pyplot as plt
-
-    size = 1.1 * len(classes) + 1.4
-    figure, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size * 0.85))
-    for axis, (title, confusion) in zip(np.atleast_1d(axes), panels, strict=True):
-        matrix = np.asarray(confusion)
-        normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-        axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                axis.text(
-                    j,
-                    i,
-                    f"{normalised[i, j]:.2f}\n({matrix[i, j]:.0f})",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if normalised[i, j] > 0.5 else "black",
-                )
-        axis.set_xticks(range(len(classes)), classes)
-        axis.set_yticks(range(len(classes)), classes)
-        axis.set_xlabel("predicted")
-        axis.set_ylabel(ylabel)
-        axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-
-
 def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
     shown = [r for r in evaluation.results if r.name in ("lightgbm", "magorder")]
     plot_confusion_matrices(
@@ -135,9 +91,7 @@ def _plot_f1(evaluation: Evaluation, path: Path) -> None:
     axis.set_ylabel("F1 on the grouped test split")
     axis.set_ylim(0, 1)
     axis.legend(fontsize=8, ncols=len(evaluation.results))
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def _plot_reliability(evaluation: Evaluation, path: Path) -> None:
@@ -168,9 +122,7 @@ def _plot_reliability(evaluation: Evaluation, path: Path) -> None:
     axis.set_ylabel("accuracy")
     axis.set_title("magorder reliability, test split")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def metrics_summary(evaluation: Evaluation) -> dict[str, Any]:
@@ -473,11 +425,7 @@ def write_model_card(
         "`warnings`.",
         "",
     ]
-    path = directory / MODEL_CARD_FILENAME
-    path.write_text("\n".join(lines), encoding="utf-8")
-    # The service serves the card and its plots, so they are sealed with the model.
-    write_manifest(directory, HEAD_DIRNAMES)
-    return path
+    return write_card(directory, lines, keep=HEAD_DIRNAMES)
 
 
 def _rule_check_lines(contradicted: dict[str, tuple[int, int]]) -> list[str]:

@@ -20,11 +20,16 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import log_softmax
 
-from model_training.architecture import N_CLASSES, derived_features
 from model_training.baselines import LIGHTGBM_CLASSIFIER_PARAMETERS
-from model_training.compiled_trees import snap_thresholds, tree_arrays, tree_log_probability_model
 from model_training.data import LabelledData
 from model_training.metrics import score
+from model_training.mp.compiled_trees import (
+    snap_thresholds,
+    tree_arrays,
+    tree_log_probability_model,
+)
+from model_training.mp.network import N_CLASSES
+from model_training.network import derived_features
 
 logger = logging.getLogger(__name__)
 

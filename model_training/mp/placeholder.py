@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from app.core.features import FEATURE_LAYOUT_VERSION, N_FEATURES
 from app.core.model_card import MagneticOrdering, ModelMetadata
-from model_training.architecture import build_model
-from model_training.config import ModelConfig
 from model_training.export import export_model
+from model_training.mp.config import ModelConfig
+from model_training.mp.network import build_model
 
 PLACEHOLDER_VERSION = "0.0.0+untrained"
 

@@ -13,16 +13,13 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.features import N_FEATURES
-from model_training.architecture import (
-    N_CLASSES,
-    build_logits_model,
-    derived_features,
-    training_statistics,
-)
 from model_training.baselines import GradientBoostedTrees
-from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import CLASSES, LabelledData
+from model_training.members import class_weights, training_dataset
 from model_training.metrics import score
+from model_training.mp.config import ModelConfig, Preset, TrainConfig
+from model_training.mp.network import N_CLASSES, build_logits_model
+from model_training.network import derived_features, training_statistics
 from model_training.strategy import strategy_name
 
 logger = logging.getLogger(__name__)
@@ -81,58 +78,9 @@ def _predict_logits(
     return logits
 
 
-def class_weights(
-    labels: npt.NDArray[np.int64], exponent: float, *, n_classes: int = N_CLASSES
-) -> dict[int, float]:
-    """Weight each class by its inverse frequency raised to ``exponent``.
-
-    Args:
-        labels: Class index of each training row.
-        exponent: 0 gives every row weight 1; 1 makes every class weigh the same in total.
-        n_classes: Number of classes (Materials Project's four by default).
-
-    Returns:
-        Class index to weight, scaled so that the mean weight over the rows is 1.
-    """
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    raw = np.where(counts > 0, (len(labels) / (n_classes * np.maximum(counts, 1))) ** exponent, 0)
-    scale = len(labels) / float((raw * counts).sum())
-    return {i: float(raw[i] * scale) for i in range(n_classes)}
-
-
 def one_hot(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
     """Return ``(n, 4)`` one-hot rows of class indices."""
     return np.eye(N_CLASSES, dtype=np.float32)[labels]
-
-
-def training_dataset(
-    features: npt.NDArray[np.float32],
-    targets: npt.NDArray[np.float32] | dict[str, npt.NDArray[np.float32]],
-    weights: npt.NDArray[np.float32] | None = None,
-    *,
-    batch_size: int,
-    shuffle_seed: int | None,
-) -> Any:
-    """A batched ``tf.data`` pipeline of rows, targets (an array, or one per output) and weights.
-
-    Args:
-        features: ``(n, 119)`` raw feature rows.
-        targets: The targets, an array or a dict of arrays keyed by output name.
-        weights: Optional weight of each row.
-        batch_size: Rows per batch.
-        shuffle_seed: Seed of a reshuffle every epoch; None keeps the order (validation).
-
-    Returns:
-        The dataset.
-    """
-    import tensorflow as tf
-
-    tensors = (features, targets) if weights is None else (features, targets, weights)
-    dataset = tf.data.Dataset.from_tensor_slices(tensors)
-    if shuffle_seed is not None:
-        # Every row: len(targets) would count the outputs when targets is a dict of them.
-        dataset = dataset.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _standardisation(config: ModelConfig, features: npt.NDArray[np.float32]) -> dict[str, Any]:

@@ -21,9 +21,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax
 
 from app.core.features import DEFAULT_LIMITS, N_ELEMENTS, N_FEATURES
-from model_training.architecture import N_CLASSES, hidden_layers, standardised_features
 from model_training.baselines import GradientBoostedTrees
-from model_training.config import ModelConfig, TrainConfig
 from model_training.data import LabelledData
 from model_training.element_properties import element_property_table
 from model_training.metrics import (
@@ -34,8 +32,11 @@ from model_training.metrics import (
     probabilities_from_logits,
     score,
 )
+from model_training.mp.config import ModelConfig, TrainConfig
+from model_training.mp.fit import fit_network
+from model_training.mp.network import N_CLASSES
+from model_training.network import hidden_layers, standardised_features
 from model_training.split import Split
-from model_training.train import fit_network
 
 logger = logging.getLogger(__name__)
 

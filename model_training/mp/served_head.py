@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model_training.confidence import member_spread
-from model_training.config import ModelConfig, Preset, TrainConfig
 from model_training.data import LabelledData
 from model_training.metrics import Probabilities, fit_temperature, probabilities_from_logits
-from model_training.train import TrainedNetwork, fit_network
-from model_training.tree_blend import TreeSets, blend, choose_share
+from model_training.mp.confidence import member_spread
+from model_training.mp.config import ModelConfig, Preset, TrainConfig
+from model_training.mp.fit import TrainedNetwork, fit_network
+from model_training.mp.tree_blend import TreeSets, blend, choose_share
 
 
 @dataclass(frozen=True)

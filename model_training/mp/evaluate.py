@@ -22,14 +22,7 @@ from pymatgen.core.periodic_table import Element
 from app.core.features import featurize, parse_formula
 from app.core.model_card import ConfidenceRule, MagneticOrdering
 from model_training.baselines import GradientBoostedTrees, MajorityBaseline
-from model_training.confidence import (
-    RuleFigures,
-    choose_rule,
-    measure_rule,
-    with_test_figures,
-)
-from model_training.config import ModelConfig, Preset, TrainConfig
-from model_training.data import CLASSES, RULE_LABEL_PREFIX, CleaningReport, LabelledData
+from model_training.data import CLASSES, CleaningReport, LabelledData
 from model_training.metrics import (
     Probabilities,
     Scores,
@@ -39,9 +32,17 @@ from model_training.metrics import (
     reliability_bins,
     score,
 )
-from model_training.served_head import ServedHead, fit_head
+from model_training.mp.confidence import (
+    RuleFigures,
+    choose_rule,
+    measure_rule,
+    with_test_figures,
+)
+from model_training.mp.config import ModelConfig, Preset, TrainConfig
+from model_training.mp.data import RULE_LABEL_PREFIX
+from model_training.mp.fit import fit_network
+from model_training.mp.served_head import ServedHead, fit_head
 from model_training.split import Split, SplitKind, split_data
-from model_training.train import fit_network
 
 logger = logging.getLogger(__name__)
 

@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from app.core.model_card import EXPERIMENT_CLASSES, MODEL_CARD_FILENAME
-from app.core.model_manifest import write_manifest
+from app.core.model_card import EXPERIMENT_CLASSES
+from model_training.card import plot_confusion_matrices, save_figure, write_card
 from model_training.experiment.evaluate import ExperimentEvaluation
 from model_training.experiment.export import SOURCES
 from model_training.metrics import RegressionScores
-from model_training.report import plot_confusion_matrices
 
 PARITY_PLOT = "temperature_parity.png"
 CONFUSION_PLOT = "ordering_confusion.png"
@@ -94,9 +93,7 @@ def _plot_parity(evaluation: ExperimentEvaluation, path: Path) -> None:
     assert ours is not None  # noqa: S101
     axis.set_title(f"test compositions: MAE {ours.mae:.0f} K, R² {ours.r2:.2f}")
     axis.legend(markerscale=3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def _plot_confusion(evaluation: ExperimentEvaluation, path: Path) -> None:
@@ -371,8 +368,4 @@ def write_experiment_card(
         "- It has never seen a non-magnetic compound: its answer assumes the compound orders.",
         "",
     ]
-    path = head_dir / MODEL_CARD_FILENAME
-    path.write_text("\n".join(lines), encoding="utf-8")
-    # The service serves the card and its plots, so they are sealed with the head.
-    write_manifest(head_dir)
-    return path
+    return write_card(head_dir, lines)

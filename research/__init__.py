@@ -1,0 +1,1 @@
+"""Research code that no served model uses: the record of what was tried (see README.md)."""
