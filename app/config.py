@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.backend import LocalBackend
 from app.core.batch import BatchLimits
 from app.core.features import DEFAULT_LIMITS, FormulaLimits
 from app.core.model_runtime import ModelRuntime
 from app.core.structure_workers import IsolationLimits, StructureWorkers
 from app.core.structures import DEFAULT_STRUCTURE_LIMITS, StructureLimits
+
+if TYPE_CHECKING:
+    from app.core.predictor import Predictor
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "model"
 
@@ -121,6 +125,31 @@ class Settings(BaseSettings):
     def structure_workers_pool(self) -> StructureWorkers:
         """New worker processes for structure files, bounded as these settings ask."""
         return StructureWorkers(self.isolation, self.batch_limits.structure, self.formula_limits)
+
+    def local_backend(
+        self,
+        predictor: Predictor,
+        *,
+        batch_size: int | None = None,
+        structures: StructureWorkers | None = None,
+    ) -> LocalBackend:
+        """A backend answering with ``predictor`` in-process, bounded as these settings ask.
+
+        Args:
+            predictor: The loaded model.
+            batch_size: Queries per model call; ``max_batch_size`` when None.
+            structures: The worker processes that read structure files; new ones
+                (`structure_workers_pool`) when None.
+
+        Returns:
+            The backend.
+        """
+        return LocalBackend(
+            predictor,
+            self.batch_limits,
+            self.max_batch_size if batch_size is None else batch_size,
+            structures=self.structure_workers_pool() if structures is None else structures,
+        )
 
 
 @lru_cache

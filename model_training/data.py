@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,47 @@ class RowFilter:
         if count:
             self.dropped[reason] += count
             self.rows = self.rows[~mask]
+
+    def report(
+        self,
+        *,
+        path: Path,
+        sha256: str,
+        rows_read: int,
+        labels: npt.NDArray[np.int64],
+        classes: Sequence[object],
+        label_sources: pd.Series,
+        n_formulas: int,
+        contradicted_rule_elements: dict[str, tuple[int, int]] | None = None,
+    ) -> CleaningReport:
+        """What cleaning did, once the kept rows' ``labels`` (indices of ``classes``) are known.
+
+        Args:
+            path: Where the rows came from.
+            sha256: The file's checksum.
+            rows_read: Rows in the file.
+            labels: Class index of each row (or merged record) kept.
+            classes: The head's classes, in label order.
+            label_sources: The source of each row kept, counted per value.
+            n_formulas: Distinct reduced formulas kept.
+            contradicted_rule_elements: See `CleaningReport`.
+
+        Returns:
+            The report; reasons that dropped nothing are left out.
+        """
+        return CleaningReport(
+            path=str(path),
+            sha256=sha256,
+            rows_read=rows_read,
+            dropped=dict(sorted((k, v) for k, v in self.dropped.items() if v)),
+            rows_kept=len(labels),
+            class_counts={str(c): int((labels == i).sum()) for i, c in enumerate(classes)},
+            label_source_counts={
+                str(k): int(v) for k, v in label_sources.value_counts().sort_index().items()
+            },
+            n_formulas=n_formulas,
+            contradicted_rule_elements=contradicted_rule_elements or {},
+        )
 
 
 def load_clean(

@@ -9,9 +9,10 @@ is compiled with AdamW under a cosine decay, fitted until its validation loss st
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ import numpy.typing as npt
 
 from app.core.features import N_FEATURES
 from model_training.data import CLASSES
+from model_training.network import derived_features, training_statistics
 from model_training.strategy import strategy_name
 
 logger = logging.getLogger(__name__)
@@ -277,8 +279,12 @@ def fit_member(
     return model, best, epochs
 
 
+Fitted = TypeVar("Fitted", bound=FittedMembers)
+
+
 def fit_ensemble(
-    build: Callable[[Any], keras.Model],
+    fitted: type[Fitted],
+    build: Callable[..., keras.Model],
     train: tuple[npt.NDArray[np.float32], Any],
     validation: tuple[npt.NDArray[np.float32], Any],
     *,
@@ -288,12 +294,15 @@ def fit_ensemble(
     what: str,
     rows: str,
     outputs: tuple[str, ...] | None = None,
+    quantile_bins: int = 0,
     verbose: int,
-) -> tuple[keras.Model, tuple[int, ...], tuple[int, ...]]:
-    """Fit every member of a head (seeds ``seed``, ``seed + 1``, ...) and average them.
+) -> Fitted:
+    """Fit every member of a density-free head (seeds ``seed``, ``seed + 1``, ...), averaged.
 
     Args:
-        build: Builds an untrained member from its configuration.
+        fitted: The head's `FittedMembers` class, built from the fit.
+        build: Builds an untrained member from its configuration and, as keyword arguments,
+            the training rows' density-free statistics (`training_statistics`).
         train: The training rows' features and targets.
         validation: The validation rows' features and targets.
         config: The head's configuration (a dataclass: `MemberFitting` with ``batch_size``
@@ -304,11 +313,16 @@ def fit_ensemble(
         what: The head's name, for the log and the ensemble's name.
         rows: How many rows of what it is fitted on, for the log (``"512 rows"``).
         outputs: The names of a dict output's entries; None for a single output.
+        quantile_bins: With more than 0, the statistics hold the features' quantiles too.
         verbose: Keras progress output.
 
     Returns:
-        The averaged model (`average_members`), the members' best epochs and epochs run.
+        The fitted head: the averaged model (`average_members`), the members' best epochs
+        and epochs run, the fit's seconds and the strategy's name.
     """
+    started = time.perf_counter()
+    derived = derived_features(train[0], with_density=False)
+    normalisation = training_statistics(derived, quantile_bins=quantile_bins)
     logger.info(
         "fitting the %s network (%d member(s)) on %s under %s",
         what,
@@ -320,7 +334,7 @@ def fit_ensemble(
     def fit_one(index: int) -> tuple[keras.Model, int, int]:
         member = replace(config, seed=config.seed + index)
         return fit_member(
-            lambda: build(member),
+            lambda: build(member, **normalisation),
             train,
             validation,
             config=member,
@@ -330,4 +344,11 @@ def fit_ensemble(
         )
 
     members, best_epochs, epochs_run = fit_members(fit_one, config.ensemble_size, what)
-    return average_members(members, f"{what}_ensemble", outputs), best_epochs, epochs_run
+    return fitted(
+        model=average_members(members, f"{what}_ensemble", outputs),
+        config=config,
+        best_epochs=best_epochs,
+        epochs_run=epochs_run,
+        seconds=time.perf_counter() - started,
+        strategy=strategy_name(strategy),
+    )

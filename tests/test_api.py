@@ -224,19 +224,29 @@ def test_batch_predicts_good_items_and_reports_bad_ones_in_place(client: TestCli
     assert results[5]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
 
 
+def _post_raw(client: TestClient, path: str, body: bytes) -> Any:
+    """POST ``body`` as it is, declared JSON: it may spell what ``json=`` cannot."""
+    return client.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
+def _bad_item_of_two(client: TestClient, body: bytes) -> dict[str, Any]:
+    """Send a batch of a bad item then a good one; check that only the first failed, return it."""
+    response = _post_raw(client, "/predict/batch", body)
+    assert response.status_code == 200
+    bad, good = response.json()["results"]
+    assert bad["status"] == "error"
+    assert good["status"] == "ok"
+    result: dict[str, Any] = bad
+    return result
+
+
 def test_a_lone_surrogate_in_a_batch_formula_fails_its_item_alone(client: TestClient) -> None:
     # JSON can spell a lone surrogate, which UTF-8 cannot; echoing it raw was a 500.
     body = b'{"items": [{"formula": "Fe\\ud800O", "density": 5}, {"formula": "NaCl", "density": 2}'
     body += b"]}"
-    response = client.post(
-        "/predict/batch", content=body, headers={"Content-Type": "application/json"}
-    )
-    assert response.status_code == 200
-    bad, good = response.json()["results"]
-    assert bad["status"] == "error"
+    bad = _bad_item_of_two(client, body)
     assert bad["formula"] == "Fe\\ud800O"  # escaped, as text
     assert bad["error"]["type"] == "invalid_formula"
-    assert good["status"] == "ok"
 
 
 @pytest.mark.parametrize(
@@ -250,7 +260,7 @@ def test_a_lone_surrogate_in_a_json_key_is_a_422_naming_it(
     client: TestClient, path: str, body: bytes
 ) -> None:
     # The raw key went into the error's field and could not be encoded: a 500.
-    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    response = _post_raw(client, path, body)
     assert response.status_code == 422
     assert "lone surrogate" in _error(response)["message"]
 
@@ -258,14 +268,7 @@ def test_a_lone_surrogate_in_a_json_key_is_a_422_naming_it(
 def test_a_lone_surrogate_in_a_batch_items_key_fails_that_item_alone(client: TestClient) -> None:
     body = b'{"items": [{"formula": "NiO", "density": 6.67, "\\ud800": 1}, '
     body += b'{"formula": "NaCl", "density": 2.17}]}'
-    response = client.post(
-        "/predict/batch", content=body, headers={"Content-Type": "application/json"}
-    )
-    assert response.status_code == 200
-    bad, good = response.json()["results"]
-    assert bad["status"] == "error"
-    assert "lone surrogate" in bad["error"]["message"]
-    assert good["status"] == "ok"
+    assert "lone surrogate" in _bad_item_of_two(client, body)["error"]["message"]
 
 
 def test_error_bodies_stay_bounded_however_many_problems_a_request_has(
@@ -279,9 +282,7 @@ def test_error_bodies_stay_bounded_however_many_problems_a_request_has(
     assert error["message"].endswith("; and 115 more problems")
     items = [{"formula": "NiO", "density": 6.67, **unknown} for _ in range(200)]
     request = json.dumps({"items": items}).encode()
-    batch = client.post(
-        "/predict/batch", content=request, headers={"Content-Type": "application/json"}
-    )
+    batch = _post_raw(client, "/predict/batch", request)
     assert batch.status_code == 200
     # Each item's error lists 5 of its 120 problems: once 16 times the request's size.
     assert len(batch.content) < len(request)

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,15 +34,26 @@ STARTUP_TIMEOUT_S = 60.0
 BODY_TIMEOUT_S = 2
 
 
-def _start_server(model_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
-    return start_server(port, env=env, capture_output=True)
+def _start_server(
+    model_dir: Path,
+    port: int,
+    *,
+    body_timeout_s: int = BODY_TIMEOUT_S,
+    uvicorn_args: Sequence[str] = (),
+) -> subprocess.Popen[str]:
+    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": str(body_timeout_s)}
+    return start_server(port, env=env, capture_output=True, uvicorn_args=uvicorn_args)
 
 
-@pytest.fixture(scope="module")
-def server(model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+@contextmanager
+def _serving(
+    model_dir: Path, *, body_timeout_s: int = BODY_TIMEOUT_S, uvicorn_args: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A healthy server on a free port, its process and URL; killed at the end unless it ended."""
     port = free_port()
-    process = _start_server(model_dir, port)
+    process = _start_server(
+        model_dir, port, body_timeout_s=body_timeout_s, uvicorn_args=uvicorn_args
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
@@ -50,6 +62,12 @@ def server(model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with _serving(model_dir) as served:
+        yield served
 
 
 def test_uvicorn_serves_predictions(server: tuple[subprocess.Popen[str], str]) -> None:
@@ -82,6 +100,30 @@ def _read_response(connection: socket.socket) -> tuple[int, str]:
     connection.close()
     head, _, body = b"".join(chunks).decode().partition("\r\n\r\n")
     return int(head.split()[1]), body
+
+
+@contextmanager
+def _trickling_request(base_url: str) -> Iterator[socket.socket]:
+    """Send the head of a POST /predict, then its body a byte every half second.
+
+    The block starts a second into the trickle, which stops when the block ends.
+    """
+    connection = _open_request(base_url, b" " * 10_000)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.5):
+            try:
+                connection.sendall(b" ")
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    time.sleep(1.0)
+    try:
+        yield connection
+    finally:
+        stop.set()
 
 
 def test_a_stalled_body_is_answered_408(server: tuple[subprocess.Popen[str], str]) -> None:
@@ -328,41 +370,15 @@ def test_sigterm_ends_a_trickling_client_in_bounded_time_under_the_serve_flags(
     model_dir: Path,
 ) -> None:
     """A client sending its body a byte at a time cannot keep `make serve` running."""
-    port = free_port()
     flags = serve_flags()
     grace = float(flags[flags.index("--timeout-graceful-shutdown") + 1])
-    process = start_server(
-        port,
-        env={"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": "30"},
-        capture_output=True,
-        uvicorn_args=flags,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
-        connection = _open_request(base_url, b" " * 10_000)
-        stop = threading.Event()
-
-        def trickle() -> None:
-            while not stop.wait(0.5):
-                try:
-                    connection.sendall(b" ")
-                except OSError:
-                    return
-
-        sender = threading.Thread(target=trickle, daemon=True)
-        sender.start()
-        time.sleep(1.0)
-        started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=grace + 15)
-        waited = time.monotonic() - started
-        stop.set()
+    with _serving(model_dir, body_timeout_s=30, uvicorn_args=flags) as (process, base_url):
+        with _trickling_request(base_url) as connection:
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=grace + 15)
+            waited = time.monotonic() - started
         connection.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
     assert waited < grace + 10, output
     assert "Finished server process" in output
 
@@ -374,36 +390,13 @@ def test_sigterm_answers_a_body_still_trickling_with_a_json_503(model_dir: Path)
     pipe for the client and a 500 with a traceback in the log. The body now gets one body
     timeout (at most half the grace) to finish, then a JSON 503.
     """
-    port = free_port()
-    env = {"MAGORDER_MODEL_DIR": str(model_dir), "MAGORDER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
-    process = start_server(port, env=env, capture_output=True, uvicorn_args=serve_flags())
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, STARTUP_TIMEOUT_S)
-        connection = _open_request(base_url, b" " * 10_000)
-        stop = threading.Event()
-
-        def trickle() -> None:
-            while not stop.wait(0.5):
-                try:
-                    connection.sendall(b" ")
-                except OSError:
-                    return
-
-        threading.Thread(target=trickle, daemon=True).start()
-        time.sleep(1.0)
-        started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        try:
+    with _serving(model_dir, uvicorn_args=serve_flags()) as (process, base_url):
+        with _trickling_request(base_url) as connection:
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
             status, body = _read_response(connection)
-        finally:
-            stop.set()
         answered_s = time.monotonic() - started
         output, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
     assert status == 503, body
     assert json.loads(body)["error"]["type"] == "service_unavailable"
     assert answered_s < BODY_TIMEOUT_S + 2

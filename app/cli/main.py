@@ -140,9 +140,7 @@ def _local_backend(model_dir: Path | None, batch_size: int) -> LocalBackend:
     except ValidationError as exc:
         raise BackendError(describe_settings_error(exc)) from exc
     predictor = Predictor.load(settings.model_dir, settings.runtime)
-    return LocalBackend(
-        predictor, settings.batch_limits, batch_size, structures=settings.structure_workers_pool()
-    )
+    return settings.local_backend(predictor, batch_size=batch_size)
 
 
 @contextmanager

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -248,14 +247,7 @@ class Magorder(_Predicting):
 
         settings = Settings() if model_dir is None else Settings(model_dir=Path(model_dir))
         predictor = Predictor.load(settings.model_dir, ModelRuntime(runtime))
-        return cls(
-            LocalBackend(
-                predictor,
-                settings.batch_limits,
-                batch_size,
-                structures=settings.structure_workers_pool(),
-            )
-        )
+        return cls(settings.local_backend(predictor, batch_size=batch_size))
 
     @property
     def model_version(self) -> str:
@@ -303,10 +295,5 @@ class MagorderClient(_Predicting):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

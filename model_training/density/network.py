@@ -9,7 +9,6 @@ fitted for the mean absolute error in g/cm³, the figure the card and the servic
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,14 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.features import DENSITY_INDEX
+from model_training.checks import check_hidden_stack, check_positive
 from model_training.data import LabelledData
 from model_training.members import FittedMembers, fit_ensemble
-from model_training.network import (
-    build_density_free_network,
-    derived_features,
-    training_statistics,
-)
-from model_training.strategy import strategy_name
+from model_training.network import build_density_free_network
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +64,13 @@ class DensityConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.hidden_units or any(units < 1 for units in self.hidden_units):
-            raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout=}")
-        if min(self.ensemble_size, self.epochs, self.batch_size, self.patience) < 1:
-            raise ValueError("ensemble_size, epochs, batch_size and patience must be positive")
+        check_hidden_stack(self.hidden_units, self.dropout)
+        check_positive(
+            ensemble_size=self.ensemble_size,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            patience=self.patience,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready values."""
@@ -147,12 +143,9 @@ def fit_density_network(
     Returns:
         The trained network.
     """
-    started = time.perf_counter()
-    derived = derived_features(train.features, with_density=False)
-    normalisation = training_statistics(derived)
-
-    model, best_epochs, epochs_run = fit_ensemble(
-        lambda member: build_density_network(member, **normalisation),
+    return fit_ensemble(
+        TrainedDensityNetwork,
+        build_density_network,
         (train.features, _densities(train)),
         (validation.features, _densities(validation)),
         config=config,
@@ -161,12 +154,4 @@ def fit_density_network(
         what="density",
         rows=f"{len(train.labels)} rows",
         verbose=verbose,
-    )
-    return TrainedDensityNetwork(
-        model=model,
-        config=config,
-        best_epochs=best_epochs,
-        epochs_run=epochs_run,
-        seconds=time.perf_counter() - started,
-        strategy=strategy_name(strategy),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from model_training import pipeline
 from model_training.density.card import write_density_card
@@ -11,8 +10,6 @@ from model_training.density.evaluate import run_density_evaluation
 from model_training.density.export import export_density_estimator
 from model_training.density.network import DensityConfig
 from model_training.mp.data import load_labelled_data
-
-logger = logging.getLogger(__name__)
 
 
 def density(args: argparse.Namespace, *, command_line: str) -> str:

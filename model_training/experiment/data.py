@@ -24,7 +24,6 @@ from app.core.errors import InvalidFormulaError
 from app.core.features import ParsedCompound, element_symbols, parse_compound, vectorize
 from app.core.model_card import EXPERIMENT_CLASSES
 from model_training.data import (
-    CleaningReport,
     LabelledData,
     RowFilter,
     load_clean,
@@ -203,21 +202,13 @@ def clean_experimental_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str)
     )
     class_index = {str(c): i for i, c in enumerate(EXPERIMENT_CLASSES)}
     labels = records["ordering"].map(class_index).to_numpy(dtype=np.int64)
-    report = CleaningReport(
-        path=str(path),
+    report = cleaning.report(
+        path=path,
         sha256=sha256,
         rows_read=len(frame),
-        dropped=dict(sorted((k, v) for k, v in cleaning.dropped.items() if v)),
-        rows_kept=len(records),
-        class_counts={str(c): int((labels == i).sum()) for i, c in enumerate(EXPERIMENT_CLASSES)},
-        label_source_counts={
-            str(k): int(v)
-            for k, v in reports_kept["source"]
-            .map(_short_source)
-            .value_counts()
-            .sort_index()
-            .items()
-        },
+        labels=labels,
+        classes=EXPERIMENT_CLASSES,
+        label_sources=reports_kept["source"].map(_short_source),
         n_formulas=len(records),
     )
     logger.info(

@@ -10,7 +10,6 @@ below and above it by a positive margin, so the interval never crosses.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy.typing as npt
 
 from app.core.features import N_FEATURES
 from app.core.model_card import EXPERIMENT_CLASSES
+from model_training.checks import check_hidden_stack, check_positive, check_shares
 from model_training.data import LabelledData
 from model_training.members import (
     FittedMembers,
@@ -30,10 +30,7 @@ from model_training.metrics import score
 from model_training.network import (
     TemperatureSoftmax,
     build_density_free_network,
-    derived_features,
-    training_statistics,
 )
-from model_training.strategy import strategy_name
 
 logger = logging.getLogger(__name__)
 
@@ -112,23 +109,20 @@ class ExperimentConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.hidden_units or any(units < 1 for units in self.hidden_units):
-            raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
-        if not 0.0 <= self.dropout < 1.0 or not all(
-            0.0 <= d <= 1.0 for d in (self.distillation, self.temperature_distillation)
-        ):
-            raise ValueError(
-                f"bad {self.dropout=}, {self.distillation=} or {self.temperature_distillation=}"
-            )
+        check_hidden_stack(self.hidden_units, self.dropout)
+        check_shares(
+            distillation=self.distillation, temperature_distillation=self.temperature_distillation
+        )
         low, median, high = self.quantiles
         if not 0.0 < low < median < high < 1.0:
             raise ValueError(f"quantiles must be increasing in (0, 1), got {self.quantiles=}")
         if self.quantile_bins < 0 or self.kelvin_weight < 0:
             raise ValueError(f"bad {self.quantile_bins=} or {self.kelvin_weight=}: negative")
-        if min(self.ensemble_size, self.epochs, self.batch_size) < 1:
-            raise ValueError("ensemble_size, epochs and batch_size must be positive")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be positive or None, got {self.patience=}")
+        check_positive(
+            ensemble_size=self.ensemble_size, epochs=self.epochs, batch_size=self.batch_size
+        )
+        if self.patience is not None:
+            check_positive(patience=self.patience)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready values."""
@@ -301,7 +295,6 @@ def fit_experiment_network(
     Returns:
         The trained network.
     """
-    started = time.perf_counter()
     weights = class_weights(train.labels, config.class_weighting, n_classes=N_EXPERIMENT_CLASSES)
     one_hot = np.eye(N_EXPERIMENT_CLASSES, dtype=np.float32)[train.labels]
     log_t = log_temperatures(train)
@@ -317,11 +310,9 @@ def fit_experiment_network(
         log_temperatures(validation),
         weights,
     )
-    derived = derived_features(train.features, with_density=False)
-    normalisation = training_statistics(derived, quantile_bins=config.quantile_bins)
-
-    model, best_epochs, epochs_run = fit_ensemble(
-        lambda member: build_experiment_network(member, **normalisation),
+    network = fit_ensemble(
+        TrainedExperimentNetwork,
+        build_experiment_network,
         (train.features, train_targets),
         (validation.features, validation_targets),
         config=config,
@@ -330,15 +321,8 @@ def fit_experiment_network(
         what="experiment",
         rows=f"{len(train.labels)} records",
         outputs=(ORDERING_OUTPUT, TEMPERATURE_OUTPUT),
+        quantile_bins=config.quantile_bins,
         verbose=verbose,
-    )
-    network = TrainedExperimentNetwork(
-        model=model,
-        config=config,
-        best_epochs=best_epochs,
-        epochs_run=epochs_run,
-        seconds=time.perf_counter() - started,
-        strategy=strategy_name(strategy),
     )
     logits, _ = network.outputs(validation.features)
     validation_accuracy = score(

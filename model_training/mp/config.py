@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from model_training.checks import check_hidden_stack, check_positive, check_shares
+
 
 class Preset(StrEnum):
     """Network architectures the trainer can build.
@@ -56,12 +58,8 @@ class ModelConfig:
     tree_learning_rate: float = 0.2
 
     def __post_init__(self) -> None:
-        if not self.hidden_units or any(units < 1 for units in self.hidden_units):
-            raise ValueError(f"hidden_units must be positive, got {self.hidden_units=}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout=}")
-        if self.ensemble_size < 1:
-            raise ValueError(f"ensemble_size must be positive, got {self.ensemble_size=}")
+        check_hidden_stack(self.hidden_units, self.dropout)
+        check_positive(ensemble_size=self.ensemble_size)
         if self.quantile_bins < 0:
             raise ValueError(f"quantile_bins must not be negative, got {self.quantile_bins=}")
         if self.tree_sets < 0 or not 1 <= self.tree_depth <= 16:
@@ -131,17 +129,10 @@ class TrainConfig:
     warmup_epochs: int = 10
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError(
-                f"epochs, batch_size and patience must be positive, got {self.epochs=}, "
-                f"{self.batch_size=}, {self.patience=}"
-            )
+        check_positive(epochs=self.epochs, batch_size=self.batch_size, patience=self.patience)
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate=}")
-        if not 0.0 <= self.class_weighting <= 1.0:
-            raise ValueError(f"class_weighting must be in [0, 1], got {self.class_weighting=}")
-        if not 0.0 <= self.distillation <= 1.0:
-            raise ValueError(f"distillation must be in [0, 1], got {self.distillation=}")
+        check_shares(class_weighting=self.class_weighting, distillation=self.distillation)
         if self.teacher_rounds < 1 or self.warmup_epochs < 0:
             raise ValueError(f"bad {self.teacher_rounds=} or {self.warmup_epochs=}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -18,7 +18,6 @@ from app.core.errors import InvalidDensityError, InvalidFormulaError
 from app.core.features import ParsedCompound, parse_compound, vectorize
 from model_training.data import (
     CLASSES,
-    CleaningReport,
     LabelledData,
     RowFilter,
     load_clean,
@@ -134,16 +133,13 @@ def clean_snapshot(frame: pd.DataFrame, *, path: Path, sha256: str) -> LabelledD
 
     class_index = {str(c): i for i, c in enumerate(CLASSES)}
     labels = rows["ordering"].map(class_index).to_numpy(dtype=np.int64)
-    report = CleaningReport(
-        path=str(path),
+    report = cleaning.report(
+        path=path,
         sha256=sha256,
         rows_read=len(frame),
-        dropped=dict(sorted(cleaning.dropped.items())),
-        rows_kept=len(rows),
-        class_counts={str(c): int((labels == i).sum()) for i, c in enumerate(CLASSES)},
-        label_source_counts={
-            str(k): int(v) for k, v in rows["label_source"].value_counts().sort_index().items()
-        },
+        labels=labels,
+        classes=CLASSES,
+        label_sources=rows["label_source"],
         n_formulas=int(rows["reduced_formula"].nunique()),
         contradicted_rule_elements=contradicted,
     )

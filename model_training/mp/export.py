@@ -13,32 +13,6 @@ from model_training.mp.network import with_probabilities_and_spread
 from model_training.mp.served_head import ServedHead
 
 
-def _mp_metadata(
-    *,
-    train: LabelledData,
-    model_version: str,
-    description: str,
-    metrics: dict[str, Any],
-    training_config: dict[str, Any],
-    confidence: ConfidenceRule | None = None,
-) -> ModelMetadata:
-    """The card of a Materials Project head trained on ``train``."""
-    _, density_range = elements_and_density_range(train.features)
-    return ModelMetadata(
-        trained=True,
-        classes=tuple(MagneticOrdering),
-        density_range=density_range,
-        confidence=confidence,
-        **card_fields(
-            train=train,
-            model_version=model_version,
-            description=description,
-            metrics=metrics,
-            training_config=training_config,
-        ),
-    )
-
-
 def network_training_config(network: TrainedNetwork) -> dict[str, Any]:
     """How a network was fitted, for the card's training configuration."""
     return {
@@ -90,13 +64,19 @@ def export_head(
     Returns:
         ``model_dir``.
     """
-    metadata = _mp_metadata(
-        train=train,
-        model_version=model_version,
-        description=description,
-        metrics=metrics,
-        training_config={**head_training_config(head), **(extra_config or {})},
+    _, density_range = elements_and_density_range(train.features)
+    metadata = ModelMetadata(
+        trained=True,
+        classes=tuple(MagneticOrdering),
+        density_range=density_range,
         confidence=confidence,
+        **card_fields(
+            train=train,
+            model_version=model_version,
+            description=description,
+            metrics=metrics,
+            training_config={**head_training_config(head), **(extra_config or {})},
+        ),
     )
     served = with_probabilities_and_spread(
         head.network.members,

@@ -365,13 +365,7 @@ def _csv_screening(rows: list[dict[str, str]], columns: Columns, service: Servic
 
 
 def _backend(service: Service) -> LocalBackend:
-    settings = service.settings
-    return LocalBackend(
-        service.predictor,
-        settings.batch_limits,
-        settings.max_batch_size,
-        structures=service.structures,
-    )
+    return service.settings.local_backend(service.predictor, structures=service.structures)
 
 
 @router.post(
