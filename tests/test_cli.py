@@ -124,6 +124,19 @@ def test_columns_are_found_by_common_names_or_named_by_flags(
         ),
         ("formula,density\nNiO,6.67\n", ["--density-column", "rho"], "no column 'rho'"),
         (
+            "formula;density\nNiO;6.67\n",
+            [],
+            "no formula column found: looked for formula, formula_pretty, composition; its "
+            "columns are ['formula;density']; the header is one column holding semicolons: "
+            "this file looks separated by semicolons",
+        ),
+        (
+            "formula\tdensity\nNiO\t6.67\n",
+            [],
+            "no formula column found: looked for formula, formula_pretty, composition; its "
+            "columns are ['formula\\tdensity']; the header is one column holding tabs",
+        ),
+        (
             "formula,density,prediction\nNiO,6.67,AFM\n",
             [],
             "the input already has column(s) ['prediction'], which the output adds",
@@ -478,3 +491,40 @@ def test_an_unexpected_failure_is_one_line_and_leaves_no_partial_output(
         "should not' (please report it)"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["in"]  # no output, whole or partial
+
+
+def test_version_names_the_package_and_each_heads_model(
+    density_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from app import __version__
+
+    monkeypatch.setenv("MAGORDER_MODEL_DIR", str(density_model_dir))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    head = json.loads((density_model_dir / "metadata.json").read_text())["model_version"]
+    density = json.loads((density_model_dir / "density" / "metadata.json").read_text())
+    assert capsys.readouterr().out == (
+        f"magorder {__version__}\nmodel {density_model_dir}: Materials Project head {head}, "
+        f"experiment head none, density estimator {density['model_version']}\n"
+    )
+
+
+def test_the_readmes_example_files_are_screened(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    out = tmp_path / "screened.csv"
+    status, _, _ = _run(["predict", str(examples / "relaxed"), "-o", str(out)], model_dir, capsys)
+    assert status == 0
+    rows = _rows(out.read_text())
+    assert [(Path(r["file"]).name, r["reduced_formula"]) for r in rows] == [
+        ("Fe2O3.cif", "Fe2O3"),
+        ("FeCo.cif", "FeCo"),
+        ("NiO.cif", "NiO"),
+        ("POSCAR_NaCl", "NaCl"),
+    ]
+    status, _, _ = _run(["predict", str(examples / "candidates.csv"), "-q"], model_dir, capsys)
+    assert status == 1  # one candidate, Qq2, is there to show a row that fails

@@ -48,12 +48,62 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def describe_versions() -> str:
+    """The package's version, and the model version of each head in the model directory.
+
+    Read from the heads' ``metadata.json`` alone (``MAGORDER_MODEL_DIR``, else the bundled
+    model), without loading or checking any model: a head that is missing or unreadable is
+    said so.
+    """
+    import json
+
+    from app.config import DEFAULT_MODEL_DIR
+    from app.core.model_card import DENSITY_DIRNAME, EXPERIMENT_DIRNAME, METADATA_FILENAME
+
+    model_dir = Path(os.environ.get("MAGORDER_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    heads = (
+        ("Materials Project head", model_dir),
+        ("experiment head", model_dir / EXPERIMENT_DIRNAME),
+        ("density estimator", model_dir / DENSITY_DIRNAME),
+    )
+    described = []
+    for name, directory in heads:
+        try:
+            card = json.loads((directory / METADATA_FILENAME).read_text(encoding="utf-8"))
+            version = f"{card['model_version']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            version = "none" if not directory.is_dir() else "unreadable"
+        described.append(f"{name} {version}")
+    return f"magorder {__version__}\nmodel {model_dir}: {', '.join(described)}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print `describe_versions` and exit, as argparse's own version action."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(describe_versions())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magorder",
         description="Predict the magnetic ordering (FM, NM, FiM, AFM) of inorganic compounds.",
     )
-    parser.add_argument("--version", action="version", version=f"magorder {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="show the package's version and each head's model version, then exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
         "predict",

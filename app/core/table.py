@@ -43,7 +43,10 @@ def find_column(header: Sequence[str], names: Sequence[str], chosen: str | None,
     """
     if chosen is not None:
         if chosen not in header:
-            raise TableError(f"no column {chosen!r} in the input; its columns are {list(header)}")
+            raise TableError(
+                f"no column {chosen!r} in the input; its columns are {list(header)}"
+                f"{_delimiter_hint(header)}"
+            )
         return chosen
     by_lower = {column.strip().lower(): column for column in header}
     for name in names:
@@ -52,8 +55,21 @@ def find_column(header: Sequence[str], names: Sequence[str], chosen: str | None,
     flag = f"--{what}-column"
     raise TableError(
         f"no {what} column found: looked for {', '.join(names)}; its columns are "
-        f"{list(header)}; name the column with {flag}"
+        f"{list(header)}{_delimiter_hint(header) or f'; name the column with {flag}'}"
     )
+
+
+def _delimiter_hint(header: Sequence[str]) -> str:
+    """What to say when a lone column name holds another delimiter: the file is not CSV."""
+    if len(header) == 1:
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs")):
+            if delimiter in header[0]:
+                return (
+                    f"; the header is one column holding {name}: this file looks separated by "
+                    f"{name}, and magorder reads comma-separated CSV (convert it, e.g. with "
+                    "Python's csv module or a spreadsheet's 'save as CSV')"
+                )
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
