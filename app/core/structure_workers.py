@@ -27,7 +27,6 @@ import math
 import multiprocessing
 import resource
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,14 +225,10 @@ class StructureWorkers:
                 "Python script that reads structures through magorder needs the usual "
                 '`if __name__ == "__main__":` guard of programs that start processes)'
             ) from None
-        deadline = time.monotonic() + isolation.deadline_s
-        concurrent.futures.wait(futures, timeout=isolation.deadline_s)
-        outcomes: list[StructureOutcome] = []
-        for future in futures:
-            if not future.done() and time.monotonic() >= deadline:
-                future.cancel()  # type: ignore[no-untyped-call]
-            outcomes.append(self._outcome(future))
-        return outcomes
+        _, late = concurrent.futures.wait(futures, timeout=isolation.deadline_s)
+        for future in late:  # past the call's deadline: stopped, each failing alone
+            future.cancel()
+        return [self._outcome(future) for future in futures]
 
     def _outcome(self, future: concurrent.futures.Future[ParsedStructure]) -> StructureOutcome:
         isolation = self.isolation
