@@ -260,6 +260,25 @@ def test_a_read_beyond_the_callers_allowed_is_refused_at_once(workers: Structure
         reading.join()
 
 
+def test_structures_past_the_calls_deadline_fail_alone() -> None:
+    pool = StructureWorkers(
+        IsolationLimits(workers=1, timeout_s=60, deadline_s=2.0),
+        StructureLimits(max_sites=100_000, max_cif_images=1_000_000),
+    )
+    try:
+        pool.read([(cif(), StructureFormat.CIF)])  # started, pymatgen loaded
+        slow = _big_p1_cif(9)
+        outcomes = pool.read(
+            [(cif(), StructureFormat.CIF), (slow, StructureFormat.CIF), (cif(), None)]
+        )
+        assert not isinstance(outcomes[0], Exception)
+        for late in outcomes[1:]:
+            assert isinstance(late, InvalidStructureError)
+            assert "took longer than 2 s together" in str(late)
+    finally:
+        pool.close()
+
+
 def test_one_bad_file_fails_alone_in_a_batch(workers: StructureWorkers) -> None:
     outcomes = workers.read(
         [(cif(), StructureFormat.CIF), (poscar("1 ²"), None), (cif(), StructureFormat.CIF)]
